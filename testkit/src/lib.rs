@@ -1,0 +1,1 @@
+//! testkit: what every privileged test of layerscope reuses.
