@@ -1,4 +1,36 @@
 //! The `layerscope` binary: the CLI over storage-core, ebpf-probes and
-//! bench-harness, and the Prometheus sidecar.
+//! bench-harness, and the Prometheus sidecar. Parsing lives in [`cli`], each
+//! command in its own module under [`commands`]; errors end here as one line
+//! on stderr and a non-zero exit.
 
-fn main() {}
+mod cli;
+mod commands;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LAYERSCOPE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match commands::dispatch(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("layerscope: {}", one_line(&error));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, outermost first.
+fn one_line(error: &anyhow::Error) -> String {
+    error
+        .chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}

@@ -1,0 +1,45 @@
+//! `cargo xtask bench`: the main job. Installs what is missing, builds
+//! layerscope in release mode (BPF objects included) and runs
+//! `layerscope bench` with the small scale unless told otherwise.
+
+use std::ffi::OsString;
+
+use crate::build_ebpf::REQUIRE_BPF_ENV;
+use crate::run::{cargo, run as run_command, workspace_root};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Workload scale: tiny, small (default) or full.
+    #[arg(long, default_value = "small")]
+    pub scale: String,
+    /// Where results go (default: results/ in the workspace).
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+    /// Further arguments for `layerscope bench` (after `--`).
+    #[arg(last = true)]
+    pub rest: Vec<OsString>,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    crate::deps::run(&crate::deps::Args { dry_run: false })?;
+    run_command(
+        cargo()
+            .args(["build", "--release", "--package", "layerscope"])
+            .env(REQUIRE_BPF_ENV, "1"),
+    )?;
+    let root = workspace_root();
+    let out = args.out.clone().unwrap_or_else(|| root.join("results"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let binary = target.join("release/layerscope");
+    run_command(
+        std::process::Command::new(binary)
+            .arg("bench")
+            .arg("--scale")
+            .arg(&args.scale)
+            .arg("--out")
+            .arg(out)
+            .args(&args.rest),
+    )
+}

@@ -1,0 +1,62 @@
+//! `cargo xtask ci`: what CI checks, in order of cost: deps, fmt, the BPF
+//! build, clippy on every target, then every test (CI runs as root, so the
+//! privileged tests with real mounts, loop devices and BPF run too). Prints
+//! the time of each step and the total.
+
+use std::time::Instant;
+
+use crate::build_ebpf::REQUIRE_BPF_ENV;
+use crate::run::{cargo, run as run_command};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Only run tests whose name contains this filter (passed to cargo test).
+    pub filter: Option<String>,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut timings = Vec::new();
+    let mut step = |name: &'static str, f: &mut dyn FnMut() -> anyhow::Result<()>| {
+        let begun = Instant::now();
+        eprintln!("== xtask ci: {name}");
+        let result = f();
+        timings.push((name, begun.elapsed()));
+        result
+    };
+
+    step("deps", &mut || {
+        crate::deps::run(&crate::deps::Args { dry_run: false })
+    })?;
+    step("fmt", &mut || {
+        run_command(cargo().args(["fmt", "--all", "--", "--check"]))
+    })?;
+    step("build-ebpf", &mut crate::build_ebpf::build)?;
+    step("clippy", &mut || {
+        run_command(
+            cargo()
+                .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+                .env(REQUIRE_BPF_ENV, "1"),
+        )
+    })?;
+    step("test", &mut || {
+        let mut command = cargo();
+        command
+            .args(["test", "--workspace", "--no-fail-fast"])
+            .env(REQUIRE_BPF_ENV, "1")
+            .env("RUST_BACKTRACE", "1");
+        if let Some(filter) = &args.filter {
+            command.arg("--").arg(filter);
+        }
+        run_command(&mut command)
+    })?;
+
+    for (name, took) in &timings {
+        eprintln!("xtask ci: {name:<11} {:>7.1} s", took.as_secs_f64());
+    }
+    eprintln!(
+        "xtask ci: total       {:>7.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
