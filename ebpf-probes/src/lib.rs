@@ -11,8 +11,10 @@
 //! - [`error`]: [`ProbeError`], one-line messages naming object and cause.
 
 pub mod error;
+pub mod features;
 pub mod hello;
 pub mod object;
+pub mod sys;
 pub mod tracefs;
 
 pub use error::ProbeError;
