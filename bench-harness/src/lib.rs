@@ -1,3 +1,22 @@
 //! bench-harness: runs write-heavy workloads on every storage driver in one
-//! run and reports each as a ratio to the native filesystem, with the probe
-//! counters that explain it.
+//! run and reports each as a ratio to the native filesystem, with the
+//! numbers that explain it.
+//!
+//! - [`scale`]: how big a run is (tiny, small, full);
+//! - [`target`]: the driver matrix, each on its own loop-backed filesystem;
+//! - [`workloads`]: one module per workload;
+//! - [`stats`]: latency histograms and device counters;
+//! - [`report`]: `results.json` and `summary.md`;
+//! - [`run`]: the loop over drivers and workloads.
+
+pub mod error;
+pub mod report;
+pub mod run;
+pub mod scale;
+pub mod stats;
+pub mod target;
+pub mod workloads;
+
+pub use error::BenchError;
+pub use run::{BenchConfig, run_bench};
+pub use scale::Scale;

@@ -6,15 +6,36 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::commands::bench::BenchArgs;
+use crate::commands::container::ContainerCommand;
+use crate::commands::layer::LayerCommand;
+
 #[derive(Parser)]
-#[command(name = "layerscope", version, about = "Docker storage drivers, made visible and comparable")]
+#[command(
+    name = "layerscope",
+    version,
+    about = "Docker storage drivers, made visible and comparable"
+)]
 pub struct Cli {
     /// layerscope's data root (Docker's layout: <root>/<driver>/, <root>/image/<driver>/layerdb, ...).
-    #[arg(long, global = true, env = "LAYERSCOPE_ROOT", default_value = "/var/lib/layerscope")]
+    #[arg(
+        long,
+        global = true,
+        env = "LAYERSCOPE_ROOT",
+        default_value = "/var/lib/layerscope"
+    )]
     pub root: PathBuf,
     /// Storage driver: overlay2, aufs, vfs, btrfs, devicemapper.
-    #[arg(long, global = true, env = "LAYERSCOPE_DRIVER", default_value = "overlay2")]
+    #[arg(
+        long,
+        global = true,
+        env = "LAYERSCOPE_DRIVER",
+        default_value = "overlay2"
+    )]
     pub driver: String,
+    /// Driver options as key=value, e.g. overlay2.metacopy=on (repeatable).
+    #[arg(long = "storage-opt", global = true)]
+    pub storage_opt: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -26,5 +47,28 @@ pub enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Image layers in Docker's layerdb format.
+    #[command(subcommand)]
+    Layer(LayerCommand),
+    /// Containers' storage: init and rw layers, mounts, diffs, commits, sizes.
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    /// Read a real Docker data root (never writes to it).
+    #[command(subcommand)]
+    Docker(DockerCommand),
+    /// Compare the storage drivers on write-heavy workloads, as ratios to native.
+    Bench(BenchArgs),
+}
+
+#[derive(Subcommand)]
+pub enum DockerCommand {
+    /// Images, layers and containers of a Docker data root, as JSON.
+    Inspect {
+        #[arg(long, default_value = "/var/lib/docker")]
+        docker_root: PathBuf,
+        /// A table for people instead of JSON.
+        #[arg(long)]
+        table: bool,
     },
 }

@@ -121,7 +121,11 @@ pub fn supports_reflink(dir: &Path) -> bool {
     let Ok(mut src) = File::create(&src_path) else {
         return false;
     };
-    if src.write_all(&[1u8; 4096]).and_then(|_| src.sync_all()).is_err() {
+    if src
+        .write_all(&[1u8; 4096])
+        .and_then(|_| src.sync_all())
+        .is_err()
+    {
         return false;
     }
     let Ok(dst) = File::create(&dst_path) else {
@@ -158,7 +162,10 @@ mod tests {
     fn random_ids_have_docker_shapes() {
         let link = random_base32(26);
         assert_eq!(link.len(), 26);
-        assert!(link.bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)));
+        assert!(
+            link.bytes()
+                .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+        );
         let id = random_hex_id();
         assert_eq!(id.len(), 64);
         assert_ne!(id, random_hex_id());

@@ -6,5 +6,11 @@
 //! only place with `unsafe`), [`features`] probes what the kernel can do, and
 //! the higher modules build on those.
 
+pub mod archive;
+pub mod container;
+pub mod docker_root;
+pub mod driver;
 pub mod features;
+pub mod fsutil;
+pub mod layer;
 pub mod sys;

@@ -8,6 +8,7 @@
 //!   looking only at paths the check itself owns, so parallel tests never
 //!   raise false alarms.
 
+pub mod docker;
 mod error;
 pub mod fs_kind;
 pub mod leak_check;

@@ -35,7 +35,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     step("clippy", &mut || {
         run_command(
             cargo()
-                .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+                .args([
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ])
                 .env(REQUIRE_BPF_ENV, "1"),
         )
     })?;

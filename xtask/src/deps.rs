@@ -22,8 +22,14 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("fio", "reference I/O workloads"),
     ("docker.io", "interop tests against the real Docker engine"),
     ("thin-provisioning-tools", "devicemapper thin-pool checks"),
-    ("prometheus", "the sidecar and dashboards checked by a real Prometheus"),
-    ("qemu-system-x86", "vm-test: a guest kernel for what the host lacks"),
+    (
+        "prometheus",
+        "the sidecar and dashboards checked by a real Prometheus",
+    ),
+    (
+        "qemu-system-x86",
+        "vm-test: a guest kernel for what the host lacks",
+    ),
     ("linux-image-amd64", "vm-test: Debian's distro kernel"),
     ("busybox-static", "vm-test initramfs and chroot tests"),
     ("cpio", "vm-test initramfs"),

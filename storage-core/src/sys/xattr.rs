@@ -40,9 +40,9 @@ fn missing(err: &io::Error) -> bool {
 
 /// The value of attribute `name` of `path` itself (a symlink is not
 /// followed), `None` when the attribute is not set.
-pub fn lget(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
+pub fn lget(path: &Path, name: impl AsRef<OsStr>) -> io::Result<Option<Vec<u8>>> {
     let cpath = cstring(path.as_os_str().as_bytes())?;
-    let cname = cstring(name.as_bytes())?;
+    let cname = cstring(name.as_ref().as_bytes())?;
     let value = read_sized(|buf| {
         // SAFETY: both strings are NUL-terminated and live across the call;
         // `buf` is valid for `buf.len()` writable bytes (a zero length asks
@@ -79,9 +79,9 @@ pub fn llist(path: &Path) -> io::Result<Vec<OsString>> {
 }
 
 /// Sets attribute `name` of `path` itself (a symlink is not followed).
-pub fn lset(path: &Path, name: &OsStr, value: &[u8]) -> io::Result<()> {
+pub fn lset(path: &Path, name: impl AsRef<OsStr>, value: &[u8]) -> io::Result<()> {
     let cpath = cstring(path.as_os_str().as_bytes())?;
-    let cname = cstring(name.as_bytes())?;
+    let cname = cstring(name.as_ref().as_bytes())?;
     // SAFETY: both strings are NUL-terminated and `value` is valid for
     // `value.len()` readable bytes for the duration of the call.
     let rc = unsafe {
@@ -151,7 +151,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f");
         std::fs::write(&file, b"x").unwrap();
-        match lset(&file, OsStr::new("user.layerscope"), b"v") {
+        match lset(&file, "user.layerscope", b"v") {
             Ok(()) => {
                 assert_eq!(
                     lget(&file, "user.layerscope").unwrap().as_deref(),

@@ -1,0 +1,32 @@
+//! Errors of a benchmark run, one line naming the driver or workload and
+//! the cause.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("unknown driver {0:?} (known: {known})", known = crate::target::TARGET_NAMES.join(", "))]
+    UnknownTarget(String),
+
+    #[error("unknown workload {0:?} (known: {known})", known = crate::workloads::WORKLOAD_NAMES.join(", "))]
+    UnknownWorkload(String),
+
+    #[error("driver {target}: {what}")]
+    Setup { target: String, what: String },
+
+    #[error("workload {workload} on {target}: {source}")]
+    Workload {
+        workload: String,
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{}: {op}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,115 @@
+//! One benchmark run: every target (each on a fresh loop-backed filesystem
+//! of the same size) times every workload, `repeat` times, and the results
+//! are compared to native measured in the same run.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::BenchError;
+use crate::report::{ResultRow, Results};
+use crate::scale::Scale;
+use crate::stats::device_bytes_written;
+use crate::target::{Stack, Target};
+use crate::workloads::{self, sync_filesystem};
+
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub targets: Vec<String>,
+    pub workloads: Vec<String>,
+    pub scale: Scale,
+    pub repeat: usize,
+    pub out: PathBuf,
+}
+
+/// A line of progress, for a progress bar or `--json` CI logs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Progress {
+    pub step: usize,
+    pub steps: usize,
+    pub target: String,
+    pub workload: String,
+    pub repeat: usize,
+}
+
+pub fn run_bench(
+    config: &BenchConfig,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Results, BenchError> {
+    let targets = config
+        .targets
+        .iter()
+        .map(|name| Target::by_name(name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let workload_list = config
+        .workloads
+        .iter()
+        .map(|name| workloads::by_name(name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let steps = targets.len() * workload_list.len() * config.repeat.max(1);
+    let mut step = 0;
+    let mut rows = Vec::new();
+    let started = Instant::now();
+
+    for target in &targets {
+        let fs = target.filesystem(config.scale.filesystem_bytes())?;
+        for workload in &workload_list {
+            for repeat in 0..config.repeat.max(1) {
+                step += 1;
+                progress(&Progress {
+                    step,
+                    steps,
+                    target: target.name.to_string(),
+                    workload: workload.name().to_string(),
+                    repeat,
+                });
+                let wl_error = |source: std::io::Error| BenchError::Workload {
+                    workload: workload.name().to_string(),
+                    target: target.name.to_string(),
+                    source,
+                };
+                let label = format!("{}-{repeat}", workload.name());
+                let mut stack = Stack::new(*target, &fs, &label)?;
+                let image = stack.image_root()?;
+                workload.populate(&image, config.scale).map_err(wl_error)?;
+                sync_filesystem(fs.path()).map_err(wl_error)?;
+                let root = stack.container_root()?;
+                let written_before = fs.device().and_then(device_bytes_written);
+                let outcomes = workload.run(&root, config.scale).map_err(wl_error)?;
+                sync_filesystem(fs.path()).map_err(wl_error)?;
+                let written_after = fs.device().and_then(device_bytes_written);
+                let device_bytes = written_before
+                    .zip(written_after)
+                    .map(|(before, after)| after.saturating_sub(before));
+                stack.finish()?;
+                for outcome in outcomes {
+                    let seconds = outcome.elapsed.as_secs_f64();
+                    let ops = outcome.latencies.count();
+                    rows.push(ResultRow {
+                        target: target.name.to_string(),
+                        driver: target.driver_name().to_string(),
+                        filesystem: target.fs.fstype().to_string(),
+                        workload: outcome.label,
+                        repeat,
+                        latency: outcome.latencies.summary(),
+                        ops,
+                        elapsed_seconds: seconds,
+                        ops_per_second: if seconds > 0.0 {
+                            ops as f64 / seconds
+                        } else {
+                            0.0
+                        },
+                        bytes_written: outcome.bytes,
+                        device_bytes_written: device_bytes,
+                    });
+                }
+            }
+        }
+        fs.cleanup().map_err(|e| BenchError::Setup {
+            target: target.name.to_string(),
+            what: e.to_string(),
+        })?;
+    }
+    Ok(Results::new(config, rows, started.elapsed()))
+}

@@ -1,0 +1,86 @@
+//! How big a run is. `small` is the default of `cargo xtask bench` and
+//! finishes in minutes on two cores; `full` uses the sizes of the design
+//! (copy-ups up to 1 GiB, 16,384-file append storms).
+
+use std::str::FromStr;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scale {
+    Tiny,
+    Small,
+    Full,
+}
+
+impl FromStr for Scale {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tiny" => Ok(Scale::Tiny),
+            "small" => Ok(Scale::Small),
+            "full" => Ok(Scale::Full),
+            other => Err(format!("unknown scale {other:?} (tiny, small, full)")),
+        }
+    }
+}
+
+impl Scale {
+    /// File sizes of the copy-up latency workload.
+    pub fn copy_up_sizes(self) -> &'static [u64] {
+        const KIB: u64 = 1024;
+        const MIB: u64 = 1024 * KIB;
+        match self {
+            Scale::Tiny => &[4 * KIB, 64 * KIB, MIB],
+            Scale::Small => &[4 * KIB, 64 * KIB, MIB, 16 * MIB, 64 * MIB],
+            Scale::Full => &[4 * KIB, 64 * KIB, MIB, 16 * MIB, 256 * MIB, 1024 * MIB],
+        }
+    }
+
+    /// Files per size in the copy-up workload.
+    pub fn copy_up_files(self) -> usize {
+        match self {
+            Scale::Tiny => 4,
+            Scale::Small | Scale::Full => 8,
+        }
+    }
+
+    /// Small lower files of the append storm, create/delete and chmod workloads.
+    pub fn small_files(self) -> usize {
+        match self {
+            Scale::Tiny => 512,
+            Scale::Small => 4096,
+            Scale::Full => 16_384,
+        }
+    }
+
+    /// Concurrent writers of the append storm.
+    pub fn writers(self) -> usize {
+        match self {
+            Scale::Tiny => 2,
+            Scale::Small => 4,
+            Scale::Full => 8,
+        }
+    }
+
+    /// The large lower file of the random-overwrite workload, and its writes.
+    pub fn overwrite_file(self) -> (u64, usize) {
+        const MIB: u64 = 1024 * 1024;
+        match self {
+            Scale::Tiny => (16 * MIB, 256),
+            Scale::Small => (256 * MIB, 1024),
+            Scale::Full => (4096 * MIB, 4096),
+        }
+    }
+
+    /// Size of each target's loop-backed filesystem (sparse).
+    pub fn filesystem_bytes(self) -> u64 {
+        const GIB: u64 = 1024 * 1024 * 1024;
+        match self {
+            Scale::Tiny => GIB,
+            Scale::Small => 4 * GIB,
+            Scale::Full => 24 * GIB,
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Measurements: a latency histogram per workload run (hdrhistogram, in
+//! nanoseconds) and the bytes a block device had written to it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Latencies of one run's operations.
+pub struct Latencies {
+    histogram: Histogram<u64>,
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Self {
+            // 1 ns .. 1 hour at 3 significant digits.
+            histogram: Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
+                .expect("valid histogram bounds"),
+        }
+    }
+}
+
+impl Latencies {
+    pub fn record(&mut self, took: Duration) {
+        let nanos = (took.as_nanos() as u64).clamp(1, 3_600_000_000_000);
+        self.histogram.record(nanos).expect("value within bounds");
+    }
+
+    pub fn merge(&mut self, other: &Latencies) {
+        self.histogram.add(&other.histogram).expect("same bounds");
+    }
+
+    pub fn count(&self) -> u64 {
+        self.histogram.len()
+    }
+
+    pub fn summary(&self) -> LatencySummary {
+        let at = |q: f64| self.histogram.value_at_quantile(q) as f64 / 1e9;
+        LatencySummary {
+            count: self.histogram.len(),
+            p50_seconds: at(0.50),
+            p90_seconds: at(0.90),
+            p99_seconds: at(0.99),
+            max_seconds: self.histogram.max() as f64 / 1e9,
+            mean_seconds: self.histogram.mean() / 1e9,
+        }
+    }
+}
+
+/// Percentiles in seconds (Prometheus base units).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub p50_seconds: f64,
+    pub p90_seconds: f64,
+    pub p99_seconds: f64,
+    pub max_seconds: f64,
+    pub mean_seconds: f64,
+}
+
+/// Bytes written to the block device `device` (e.g. `/dev/loop3`) so far,
+/// from `/sys/block/<name>/stat` (sectors written, field 7, in 512-byte units).
+pub fn device_bytes_written(device: &Path) -> Option<u64> {
+    let name = device.file_name()?.to_string_lossy().into_owned();
+    let stat = std::fs::read_to_string(format!("/sys/block/{name}/stat")).ok()?;
+    let sectors: u64 = stat.split_whitespace().nth(6)?.parse().ok()?;
+    Some(sectors * 512)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_come_out_in_seconds() {
+        let mut latencies = Latencies::default();
+        for micros in 1..=100 {
+            latencies.record(Duration::from_micros(micros));
+        }
+        let summary = latencies.summary();
+        assert_eq!(summary.count, 100);
+        assert!((summary.p50_seconds - 50e-6).abs() < 1e-6, "{summary:?}");
+        assert!((summary.p99_seconds - 99e-6).abs() < 1e-6, "{summary:?}");
+        assert!((summary.max_seconds - 100e-6).abs() < 1e-6, "{summary:?}");
+    }
+}

@@ -1,0 +1,193 @@
+//! The driver matrix: every target runs on its own loop-backed filesystem of
+//! the same size, so runs do not disturb each other. `native` is a plain
+//! directory on that filesystem (what a volume gives a container), the
+//! baseline of every ratio. A [`Stack`] is one workload's image layer and
+//! container view on a target.
+
+use std::path::{Path, PathBuf};
+
+use storage_core::driver::overlay2::Overlay2;
+use storage_core::driver::{CreateOpts, Driver, DriverOptions};
+use testkit::{FsKind, ScratchFs};
+
+use crate::BenchError;
+
+pub const TARGET_NAMES: &[&str] = &[
+    "native",
+    "overlay2-ext4",
+    "overlay2-xfs-reflink",
+    "overlay2-metacopy",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Native,
+    Overlay2 { metacopy: bool },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub name: &'static str,
+    pub fs: FsKind,
+    kind: Kind,
+}
+
+impl Target {
+    pub fn by_name(name: &str) -> Result<Self, BenchError> {
+        let (name, fs, kind) = match name {
+            "native" => ("native", FsKind::Ext4, Kind::Native),
+            "overlay2-ext4" => (
+                "overlay2-ext4",
+                FsKind::Ext4,
+                Kind::Overlay2 { metacopy: false },
+            ),
+            "overlay2-xfs-reflink" => (
+                "overlay2-xfs-reflink",
+                FsKind::Xfs { reflink: true },
+                Kind::Overlay2 { metacopy: false },
+            ),
+            "overlay2-metacopy" => (
+                "overlay2-metacopy",
+                FsKind::Ext4,
+                Kind::Overlay2 { metacopy: true },
+            ),
+            other => return Err(BenchError::UnknownTarget(other.to_string())),
+        };
+        Ok(Self { name, fs, kind })
+    }
+
+    pub fn is_native(&self) -> bool {
+        self.kind == Kind::Native
+    }
+
+    /// The storage driver name behind the target (`native` for the baseline).
+    pub fn driver_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Native => "native",
+            Kind::Overlay2 { .. } => "overlay2",
+        }
+    }
+
+    /// The target's filesystem, created fresh for this run.
+    pub fn filesystem(&self, bytes: u64) -> Result<ScratchFs, BenchError> {
+        ScratchFs::new(self.fs, bytes).map_err(|e| BenchError::Setup {
+            target: self.name.to_string(),
+            what: e.to_string(),
+        })
+    }
+}
+
+/// One workload's "image" and "container" on a target.
+pub struct Stack {
+    target: Target,
+    native_dir: PathBuf,
+    driver: Option<Overlay2>,
+    base_id: String,
+    rw_id: String,
+    mounted: bool,
+}
+
+impl Stack {
+    pub fn new(target: Target, fs: &ScratchFs, label: &str) -> Result<Self, BenchError> {
+        let setup = |what: String| BenchError::Setup {
+            target: target.name.to_string(),
+            what,
+        };
+        let native_dir = fs.path().join(format!("native-{label}"));
+        let driver = match target.kind {
+            Kind::Native => {
+                std::fs::create_dir_all(&native_dir).map_err(|e| setup(e.to_string()))?;
+                None
+            }
+            Kind::Overlay2 { metacopy } => {
+                let mut options = DriverOptions::default();
+                if metacopy {
+                    options
+                        .storage_opt
+                        .insert("overlay2.metacopy".into(), "on".into());
+                }
+                let driver = Overlay2::open(&fs.path().join("overlay2"), &options)
+                    .map_err(|e| setup(e.to_string()))?;
+                driver
+                    .create(&format!("{label}-image"), None, &CreateOpts::default())
+                    .map_err(|e| setup(e.to_string()))?;
+                Some(driver)
+            }
+        };
+        Ok(Self {
+            target,
+            native_dir,
+            driver,
+            base_id: format!("{label}-image"),
+            rw_id: format!("{label}-container"),
+            mounted: false,
+        })
+    }
+
+    /// Where the workload's starting content goes (the image layer).
+    pub fn image_root(&self) -> Result<PathBuf, BenchError> {
+        match &self.driver {
+            None => Ok(self.native_dir.clone()),
+            Some(driver) => driver.get(&self.base_id).map_err(|e| self.setup_error(e)),
+        }
+    }
+
+    /// The container's view: the image content under a writable layer
+    /// (for native, the same directory).
+    pub fn container_root(&mut self) -> Result<PathBuf, BenchError> {
+        let Some(driver) = &self.driver else {
+            return Ok(self.native_dir.clone());
+        };
+        driver.put(&self.base_id).map_err(|e| self.setup_error(e))?;
+        driver
+            .create_rw(&self.rw_id, Some(&self.base_id), &CreateOpts::default())
+            .map_err(|e| self.setup_error(e))?;
+        let root = driver.get(&self.rw_id).map_err(|e| self.setup_error(e))?;
+        self.mounted = true;
+        Ok(root)
+    }
+
+    /// Unmounts and removes the layers (or the native directory).
+    pub fn finish(mut self) -> Result<(), BenchError> {
+        self.teardown()
+    }
+
+    fn teardown(&mut self) -> Result<(), BenchError> {
+        match self.driver.take() {
+            None => remove_tree(&self.native_dir, self.target),
+            Some(driver) => {
+                if std::mem::take(&mut self.mounted) {
+                    driver.put(&self.rw_id).map_err(|e| self.setup_error(e))?;
+                }
+                for id in [&self.rw_id, &self.base_id] {
+                    if driver.exists(id) {
+                        driver.remove(id).map_err(|e| self.setup_error(e))?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn setup_error(&self, e: impl std::fmt::Display) -> BenchError {
+        BenchError::Setup {
+            target: self.target.name.to_string(),
+            what: e.to_string(),
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown() {
+            eprintln!("bench: cleanup of {}: {e}", self.target.name);
+        }
+    }
+}
+
+fn remove_tree(dir: &Path, target: Target) -> Result<(), BenchError> {
+    storage_core::fsutil::remove_all(dir).map_err(|e| BenchError::Setup {
+        target: target.name.to_string(),
+        what: format!("remove {}: {e}", dir.display()),
+    })
+}

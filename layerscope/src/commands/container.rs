@@ -1,0 +1,143 @@
+//! `layerscope container ...`: containers' storage: create (init + rw
+//! layers), mount, unmount, diff, commit, size, inspect, rm.
+
+use std::io::Write;
+
+use clap::Subcommand;
+use storage_core::archive::ChangeKind;
+use storage_core::container::ContainerStore;
+
+#[derive(Subcommand)]
+pub enum ContainerCommand {
+    /// Create a container on a layer (chain-id or unique prefix).
+    Create {
+        /// The image's top layer (chain-id), or "scratch" for an empty root.
+        image: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Mount the container's root; prints the merged path on the last line.
+    Mount { name: String },
+    /// Unmount the container's root.
+    Unmount { name: String },
+    /// What the container changed: `A`, `C`, `D` lines like `docker diff`.
+    Diff {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Turn the container's changes into a new layer; prints its chain-id.
+    Commit { name: String },
+    /// `docker ps -s` sizes: rw layer and virtual (rw + image).
+    Size {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The container's record as JSON.
+    Inspect { name: String },
+    /// List containers.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the container and its layers.
+    Rm { name: String },
+}
+
+pub fn run(containers: &ContainerStore<'_>, command: ContainerCommand) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match command {
+        ContainerCommand::Create { image, name } => {
+            let top = if image == "scratch" {
+                None
+            } else {
+                Some(containers.layers().get(&image)?.chain_id)
+            };
+            let container = containers.create(&name, &image, top.as_deref())?;
+            writeln!(stdout, "{}", container.id)?;
+        }
+        ContainerCommand::Mount { name } => {
+            let container = containers.find(&name)?;
+            let path = containers.mount(&container)?;
+            writeln!(stdout, "{}", path.display())?;
+        }
+        ContainerCommand::Unmount { name } => {
+            let container = containers.find(&name)?;
+            containers.unmount(&container)?;
+        }
+        ContainerCommand::Diff { name, json } => {
+            let container = containers.find(&name)?;
+            let changes = containers.changes(&container)?;
+            if json {
+                // The Docker API's shape: Kind 0 modified, 1 added, 2 deleted.
+                let api: Vec<serde_json::Value> = changes
+                    .iter()
+                    .map(|c| {
+                        let kind = match c.kind {
+                            ChangeKind::Modified => 0,
+                            ChangeKind::Added => 1,
+                            ChangeKind::Deleted => 2,
+                        };
+                        serde_json::json!({"Path": c.path, "Kind": kind})
+                    })
+                    .collect();
+                serde_json::to_writer_pretty(&mut stdout, &api)?;
+                writeln!(stdout)?;
+            } else {
+                for change in changes {
+                    let letter = match change.kind {
+                        ChangeKind::Added => 'A',
+                        ChangeKind::Modified => 'C',
+                        ChangeKind::Deleted => 'D',
+                    };
+                    writeln!(stdout, "{letter} {}", change.path.display())?;
+                }
+            }
+        }
+        ContainerCommand::Commit { name } => {
+            let container = containers.find(&name)?;
+            let layer = containers.commit(&container)?;
+            writeln!(stdout, "{}", layer.chain_id)?;
+        }
+        ContainerCommand::Size { name, json } => {
+            let container = containers.find(&name)?;
+            let size = containers.size(&container)?;
+            if json {
+                serde_json::to_writer_pretty(&mut stdout, &size)?;
+                writeln!(stdout)?;
+            } else {
+                writeln!(stdout, "{} ({} virtual)", size.size_rw, size.size_root_fs)?;
+            }
+        }
+        ContainerCommand::Inspect { name } => {
+            let container = containers.find(&name)?;
+            serde_json::to_writer_pretty(&mut stdout, &container)?;
+            writeln!(stdout)?;
+        }
+        ContainerCommand::Ls { json } => {
+            let all = containers.list()?;
+            if json {
+                serde_json::to_writer_pretty(&mut stdout, &all)?;
+                writeln!(stdout)?;
+            } else {
+                writeln!(stdout, "{:<14} {:<24} IMAGE", "CONTAINER ID", "NAME")?;
+                for c in all {
+                    writeln!(
+                        stdout,
+                        "{:<14} {:<24} {}",
+                        &c.id[..12],
+                        c.short_name(),
+                        c.image
+                    )?;
+                }
+            }
+        }
+        ContainerCommand::Rm { name } => {
+            let container = containers.find(&name)?;
+            containers.remove(&container)?;
+            writeln!(stdout, "{}", container.short_name())?;
+        }
+    }
+    Ok(())
+}
