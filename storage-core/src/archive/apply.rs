@@ -183,13 +183,12 @@ pub fn apply_layer(
         }
     ];
     loop {
-        let n = match tee.read(&mut chunk) {
+        match tee.read(&mut chunk) {
             Ok(0) => break,
-            Ok(n) => n,
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(trailer_err(e)),
-        };
-        let _ = n;
+        }
         let bytes = recorder.borrow_mut().take_segment();
         if let Some(s) = split.as_mut() {
             s.segment(&bytes)?;
@@ -204,7 +203,23 @@ pub fn apply_layer(
     })
 }
 
+/// The parser's error, made one line and short (its message may quote
+/// the garbage it read).
+fn tidy(source: io::Error) -> io::Error {
+    let mut msg = entry_name::one_line(&source.to_string());
+    if msg.len() > 160 {
+        let cut = (0..=160)
+            .rev()
+            .find(|i| msg.is_char_boundary(*i))
+            .unwrap_or(0);
+        msg.truncate(cut);
+        msg.push_str("...");
+    }
+    io::Error::new(source.kind(), msg)
+}
+
 fn broken_stream(last: Option<&str>, source: io::Error) -> ArchiveError {
+    let source = tidy(source);
     let location = match last {
         None => "is not a tar archive (first header)".to_string(),
         Some(name) => format!("breaks after entry {name}"),
@@ -213,6 +228,7 @@ fn broken_stream(last: Option<&str>, source: io::Error) -> ArchiveError {
 }
 
 fn broken_stream_end(last: Option<&str>, source: io::Error) -> ArchiveError {
+    let source = tidy(source);
     let location = match last {
         None => "breaks at its end blocks".to_string(),
         Some(name) => format!("breaks after its last entry {name}"),

@@ -67,9 +67,23 @@ pub fn hardlink_target(raw: &[u8]) -> Result<PathBuf, Problem> {
     }
 }
 
-/// A printable form of a raw name for error messages.
+/// A printable, single-line form of a raw name for error messages
+/// (invalid UTF-8 replaced, control characters escaped).
 pub fn display(raw: &[u8]) -> String {
-    String::from_utf8_lossy(raw).into_owned()
+    one_line(&String::from_utf8_lossy(raw))
+}
+
+/// `text` with control characters escaped, so a message stays one line.
+pub fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

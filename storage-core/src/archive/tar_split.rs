@@ -208,8 +208,6 @@ struct JsonEntry {
     size: i64,
     #[serde(default)]
     payload: Option<String>,
-    #[serde(default)]
-    position: i64,
 }
 
 /// Reads tar-split records from uncompressed JSON (one object per line,
@@ -269,7 +267,6 @@ impl<R: Read> TarSplitReader<R> {
                             self.bad(format!("checksum of {} bytes, want 8", p.len()))
                         })?),
                     };
-                let _ = e.position;
                 Ok(Record::File { name, size, crc })
             }
             other => Err(self.bad(format!("unknown record type {other}"))),

@@ -169,8 +169,17 @@ impl RawTar {
 
     /// An old-GNU sparse file ('S') of `real_size` bytes whose data
     /// regions are `regions` (offset, bytes); more than four regions use
-    /// extension blocks.
+    /// extension blocks. As GNU tar does, a file ending in a hole gets a last, empty region
+    /// at `real_size`.
     pub fn gnu_sparse(&mut self, name: &str, real_size: u64, regions: &[(u64, Vec<u8>)]) {
+        let mut regions = regions.to_vec();
+        if regions
+            .last()
+            .is_none_or(|(o, d)| o + d.len() as u64 != real_size)
+        {
+            regions.push((real_size, Vec::new()));
+        }
+        let regions = &regions[..];
         let stored: u64 = regions.iter().map(|(_, d)| d.len() as u64).sum();
         let mut h = Header::new_gnu();
         h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
