@@ -273,3 +273,48 @@ fn container_lifecycle_through_the_cli() {
         "nothing left but l/"
     );
 }
+
+#[test]
+fn a_killed_apply_leaves_nothing_the_next_command_does_not_clean() {
+    if !testkit::require_root("a_killed_apply_leaves_nothing") {
+        return;
+    }
+    use std::io::Write;
+    let fs = ScratchFs::new(FsKind::Ext4, 256 << 20).unwrap();
+    let root = fs.path().join("root");
+    let big: Vec<u8> = vec![0x42; 8 << 20];
+    let tar = tar_of(&[("a", b"first"), ("big", &big)]);
+    let fifo = fs.path().join("layer.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_layerscope"))
+        .arg("--root")
+        .arg(&root)
+        .args(["layer", "apply"])
+        .arg(&fifo)
+        .spawn()
+        .unwrap();
+    let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    // Half the layer, then the writer "crashes" mid-apply.
+    writer.write_all(&tar[..tar.len() / 2]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(writer);
+    assert!(
+        std::fs::read_dir(root.join("image/overlay2/layerdb/tmp")).unwrap().count() > 0,
+        "the killed apply left its intent behind"
+    );
+
+    // The next command repairs: no layer, no orphaned driver dir, no link.
+    let ls = layerscope(&root, &["layer", "ls", "--json"]);
+    assert_success(&ls, "layer ls");
+    assert_eq!(String::from_utf8_lossy(&ls.stdout).trim(), "[]");
+    let driver_dirs: Vec<_> = std::fs::read_dir(root.join("overlay2"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(driver_dirs, vec!["l".to_string()]);
+    assert_eq!(std::fs::read_dir(root.join("overlay2/l")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(root.join("image/overlay2/layerdb/tmp")).unwrap().count(), 0);
+}

@@ -86,6 +86,13 @@ pub trait Driver: Send + Sync {
     /// from which the original tar can be reassembled with tar-split
     /// (moby's DiffGetter); `None` when the driver has none.
     fn diff_files(&self, id: &str) -> Option<PathBuf>;
+
+    /// Removes what an interrupted create or remove left in the driver's
+    /// home (staging directories, dangling links); returns how many. The
+    /// layer store calls it under its lock.
+    fn sweep_incomplete(&self) -> Result<usize, DriverError> {
+        Ok(0)
+    }
 }
 
 /// Names of the drivers this build knows, in Docker's priority order.

@@ -270,7 +270,7 @@ impl Overlay2 {
 
     /// Removes what a crash left behind: staging directories and `l/` links
     /// whose layer does not exist. Call it while holding the store's lock.
-    pub fn sweep_incomplete(&self) -> Result<usize, DriverError> {
+    fn sweep(&self) -> Result<usize, DriverError> {
         let mut removed = 0;
         for entry in fs::read_dir(&self.home).map_err(DriverError::io("read", &self.home))? {
             let entry = entry.map_err(DriverError::io("read", &self.home))?;
@@ -586,6 +586,10 @@ impl Driver for Overlay2 {
 
     fn diff_files(&self, id: &str) -> Option<PathBuf> {
         self.exists(id).then(|| self.diff_dir(id))
+    }
+
+    fn sweep_incomplete(&self) -> Result<usize, DriverError> {
+        self.sweep()
     }
 }
 

@@ -404,7 +404,7 @@ impl LayerStore {
     /// Returns how many leftovers it cleaned.
     pub fn repair(&self) -> Result<usize, LayerError> {
         let tmp = self.tmp();
-        let mut cleaned = 0;
+        let mut cleaned = self.driver.sweep_incomplete()?;
         let referenced = self.referenced_cache_ids()?;
         let mut entries: Vec<PathBuf> = fs::read_dir(&tmp)
             .map_err(LayerError::io("read", &tmp))?
