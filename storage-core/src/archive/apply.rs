@@ -8,6 +8,7 @@
 //! outside `dest` (see [`super::root`]); after an error the caller removes
 //! `dest`.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::File;
@@ -16,6 +17,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
@@ -29,9 +31,9 @@ use tar::EntryType;
 use super::compression::{self, Compression};
 use super::entry_name;
 use super::error::{ArchiveError, Problem};
-use super::recorder::{Recorder, TeeReader};
+use super::recorder::{EntryCrc, Recorder, TeeReader};
 use super::root::{self, Root};
-use super::tar_split::{CRC64, TarSplitWriter};
+use super::tar_split::{CRC64, clean_for_dedup};
 use super::whiteout::{self, Marker, OVERLAY_OPAQUE_XATTR, WhiteoutFormat};
 use super::xattrs::{self, Xattrs};
 use crate::sys::xattr;
@@ -85,12 +87,35 @@ pub fn apply_layer(
     reader: impl Read,
     dest: &Path,
     options: &ApplyOptions,
-    tar_split: Option<&mut dyn Write>,
+    tar_split: Option<&mut (dyn Write + Send)>,
 ) -> Result<AppliedLayer, ArchiveError> {
     let (compression, stream) = compression::decompress(reader)?;
-    let recorder = Recorder::new(tar_split.is_some());
-    let mut split = tar_split.map(TarSplitWriter::new);
     let root = Root::open(dest).map_err(|e| ArchiveError::path("opening", dest, e))?;
+    let with_split = tar_split.is_some();
+    std::thread::scope(|scope| {
+        let recorder = Recorder::new(scope, tar_split);
+        let applied = apply_stream(stream, root, options, with_split, &recorder);
+        let finished = recorder.borrow_mut().finish();
+        let (size, _last) = applied?;
+        let (diff_id, tar_len) = finished?;
+        Ok(AppliedLayer {
+            size,
+            diff_id,
+            tar_len,
+            compression,
+        })
+    })
+}
+
+/// Extracts every entry and reads the stream to its end; returns the sum
+/// of entry sizes and the last entry's name.
+fn apply_stream(
+    stream: impl Read,
+    root: Root,
+    options: &ApplyOptions,
+    with_split: bool,
+    recorder: &Rc<RefCell<Recorder<'_>>>,
+) -> Result<(u64, Option<String>), ArchiveError> {
     let mut applier = Applier {
         root,
         options,
@@ -98,6 +123,9 @@ pub fn apply_layer(
         dirs: Vec::new(),
         buf: vec![0; COPY_BUF],
     };
+    // Two entries with one path cannot be told apart in tar-split (Docker
+    // refuses them too): found here, while the entry can still be named.
+    let mut seen_names: HashSet<Vec<u8>> = HashSet::new();
 
     let mut archive = tar::Archive::new(TeeReader::new(stream, recorder.clone()));
     let mut size = 0u64;
@@ -113,10 +141,7 @@ pub fn apply_layer(
                 Some(Err(e)) => return Err(broken_stream(last.as_deref(), e)),
                 Some(Ok(entry)) => entry,
             };
-            let headers = recorder.borrow_mut().take_segment();
-            if let Some(s) = split.as_mut() {
-                s.segment(&headers)?;
-            }
+            recorder.borrow_mut().flush_segment();
             recorder.borrow_mut().set_in_segment(false);
 
             let raw_name = entry.path_bytes().into_owned();
@@ -124,10 +149,18 @@ pub fn apply_layer(
             let info = EntryInfo::read(&mut entry, &raw_name)
                 .map_err(|e| ArchiveError::entry(shown.as_str(), "reading header", e))?;
             size += info.size;
+            if with_split && !seen_names.insert(clean_for_dedup(&raw_name)) {
+                return Err(ArchiveError::refused(shown, Problem::DuplicatePath));
+            }
 
+            // Sparse entries expand holes, so their CRC (over the extracted
+            // bytes, as tar-split wants) is computed here; for every other
+            // entry the stored bytes are the content and the hashing thread
+            // computes it from the stream.
+            let sparse = entry.header().entry_type().is_gnu_sparse();
             let mut content = Content {
                 inner: &mut entry,
-                crc: split.as_ref().map(|_| CRC64.digest()),
+                crc: (with_split && sparse).then(|| CRC64.digest()),
                 read: 0,
             };
             applier.apply(&raw_name, &shown, &info, &mut content)?;
@@ -144,15 +177,13 @@ pub fn apply_layer(
                     },
                 ));
             }
-            let crc = content
-                .crc
-                .take()
-                .filter(|_| info.size > 0)
-                .map(|d| d.finalize().to_be_bytes());
-            if let Some(s) = split.as_mut() {
-                if !s.file(&raw_name, info.size, crc)? {
-                    return Err(ArchiveError::refused(shown, Problem::DuplicatePath));
-                }
+            if with_split {
+                let crc = match content.crc.take() {
+                    _ if info.size == 0 => EntryCrc::Empty,
+                    Some(inline) => EntryCrc::Inline(inline.finalize()),
+                    None => EntryCrc::Stream,
+                };
+                recorder.borrow_mut().entry(raw_name, info.size, crc);
             }
             last = Some(shown);
         }
@@ -170,18 +201,8 @@ pub fn apply_layer(
         .take(512)
         .read_to_end(&mut block)
         .map_err(trailer_err)?;
-    let end = recorder.borrow_mut().take_segment();
-    if let Some(s) = split.as_mut() {
-        s.segment(&end)?;
-    }
-    let mut chunk = vec![
-        0u8;
-        if split.is_some() {
-            TRAILER_CHUNK
-        } else {
-            COPY_BUF
-        }
-    ];
+    recorder.borrow_mut().flush_segment();
+    let mut chunk = vec![0u8; if with_split { TRAILER_CHUNK } else { COPY_BUF }];
     loop {
         match tee.read(&mut chunk) {
             Ok(0) => break,
@@ -189,18 +210,9 @@ pub fn apply_layer(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(trailer_err(e)),
         }
-        let bytes = recorder.borrow_mut().take_segment();
-        if let Some(s) = split.as_mut() {
-            s.segment(&bytes)?;
-        }
+        recorder.borrow_mut().flush_segment();
     }
-    let (diff_id, tar_len) = recorder.borrow().digest();
-    Ok(AppliedLayer {
-        size,
-        diff_id,
-        tar_len,
-        compression,
-    })
+    Ok((size, last))
 }
 
 /// The parser's error, made one line and short (its message may quote

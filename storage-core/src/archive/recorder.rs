@@ -1,27 +1,118 @@
 //! The tee under the tar parser: every byte of the uncompressed stream goes
 //! into the diff-id hash, and, while the parser is between entries (reading
 //! headers, padding, end blocks), into the current tar-split segment.
-//! Bytes read from an entry's content are payload and are not kept.
+//!
+//! The hashing and the tar-split records run on a worker thread fed through
+//! a bounded channel: the sha256 of the stream, the CRC-64 of each entry's
+//! content and the JSON lines cost about as much CPU as extracting the
+//! files, and on a second core they overlap with it instead of adding to
+//! it. The applying thread never waits for the worker until the end.
 
 use std::cell::RefCell;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::rc::Rc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::{Scope, ScopedJoinHandle};
 
 use sha2::{Digest, Sha256};
 
+use super::error::ArchiveError;
+use super::tar_split::{CRC64, TarSplitWriter};
+
+/// Chunks in flight to the worker; each is at most one read's worth
+/// (the applier reads 128 KiB at a time), so memory stays bounded.
+const QUEUE: usize = 64;
+
+/// Where an entry's tar-split CRC comes from.
+pub(crate) enum EntryCrc {
+    /// The stored bytes the tee passed since the previous entry.
+    Stream,
+    /// Computed by the applier (sparse entries, whose holes are expanded).
+    Inline(u64),
+    /// No payload (size 0).
+    Empty,
+}
+
+enum Job {
+    /// Stream bytes; `content` ones also go into the current entry's CRC.
+    Bytes { data: Vec<u8>, content: bool },
+    /// A raw segment record.
+    Segment(Vec<u8>),
+    /// An entry's record, closing its CRC.
+    Entry { name: Vec<u8>, size: u64, crc: EntryCrc },
+}
+
+/// What the worker hands back when the stream ends.
+struct Finished {
+    sha256: [u8; 32],
+    split_error: Option<ArchiveError>,
+}
+
+fn worker(jobs: Receiver<Job>, mut split: Option<TarSplitWriter<'_>>) -> Finished {
+    let mut sha = Sha256::new();
+    let mut crc = CRC64.digest();
+    let mut split_error = None;
+    for job in jobs {
+        match job {
+            Job::Bytes { data, content } => {
+                sha.update(&data);
+                if content {
+                    crc.update(&data);
+                }
+            }
+            Job::Segment(bytes) => {
+                if let (Some(s), None) = (split.as_mut(), &split_error) {
+                    split_error = s.segment(&bytes).err();
+                }
+            }
+            Job::Entry { name, size, crc: source } => {
+                let stream = std::mem::replace(&mut crc, CRC64.digest()).finalize();
+                let value = match source {
+                    EntryCrc::Stream => Some(stream),
+                    EntryCrc::Inline(value) => Some(value),
+                    EntryCrc::Empty => None,
+                };
+                if let (Some(s), None) = (split.as_mut(), &split_error) {
+                    split_error = s.file(&name, size, value.map(u64::to_be_bytes)).err();
+                }
+            }
+        }
+    }
+    Finished {
+        sha256: sha.finalize().into(),
+        split_error,
+    }
+}
+
 /// State shared between the tee (owned by the tar parser) and the applier.
-pub(crate) struct Recorder {
-    hasher: Sha256,
+pub(crate) struct Recorder<'scope> {
+    jobs: Option<SyncSender<Job>>,
+    worker: Option<ScopedJoinHandle<'scope, Finished>>,
     total: u64,
     keep_segments: bool,
     in_segment: bool,
     segment: Vec<u8>,
 }
 
-impl Recorder {
-    pub(crate) fn new(keep_segments: bool) -> Rc<RefCell<Recorder>> {
+impl<'scope> Recorder<'scope> {
+    /// Starts the worker in `scope`; with `tar_split` it also writes the
+    /// records there.
+    pub(crate) fn new<'env>(
+        scope: &'scope Scope<'scope, 'env>,
+        tar_split: Option<&'env mut (dyn Write + Send)>,
+    ) -> Rc<RefCell<Recorder<'scope>>> {
+        let keep_segments = tar_split.is_some();
+        let (jobs, queue) = sync_channel(QUEUE);
+        let worker = std::thread::Builder::new()
+            .name("layer-hash".into())
+            .spawn_scoped(scope, move || {
+                let split = tar_split.map(|out| TarSplitWriter::new(out as &mut dyn Write));
+                worker(queue, split)
+            })
+            .expect("spawn the hashing thread");
         Rc::new(RefCell::new(Recorder {
-            hasher: Sha256::new(),
+            jobs: Some(jobs),
+            worker: Some(worker),
             total: 0,
             keep_segments,
             in_segment: true,
@@ -35,39 +126,77 @@ impl Recorder {
         self.in_segment = in_segment;
     }
 
-    /// The segment bytes gathered since the last call.
-    pub(crate) fn take_segment(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.segment)
+    /// Records the segment bytes gathered since the last call.
+    pub(crate) fn flush_segment(&mut self) {
+        let bytes = std::mem::take(&mut self.segment);
+        if !bytes.is_empty() {
+            self.send(Job::Segment(bytes));
+        }
     }
 
-    /// `sha256:<hex>` of everything read so far, and its length.
-    pub(crate) fn digest(&self) -> (String, u64) {
-        let hex = hex::encode(self.hasher.clone().finalize());
-        (format!("sha256:{hex}"), self.total)
+    /// Records an entry; its CRC covers the content since the last entry.
+    pub(crate) fn entry(&mut self, name: Vec<u8>, size: u64, crc: EntryCrc) {
+        self.send(Job::Entry { name, size, crc });
+    }
+
+    /// Stops the worker: `sha256:<hex>` of the whole stream, its length,
+    /// or the error writing the tar-split records.
+    pub(crate) fn finish(&mut self) -> Result<(String, u64), ArchiveError> {
+        drop(self.jobs.take());
+        let finished = self
+            .worker
+            .take()
+            .expect("finish is called once")
+            .join()
+            .expect("the hashing thread does not panic");
+        if let Some(e) = finished.split_error {
+            return Err(e);
+        }
+        Ok((format!("sha256:{}", hex::encode(finished.sha256)), self.total))
+    }
+
+    fn send(&self, job: Job) {
+        if let Some(jobs) = &self.jobs {
+            // The worker only stops when `jobs` is dropped.
+            let _ = jobs.send(job);
+        }
     }
 
     fn record(&mut self, bytes: &[u8]) {
-        self.hasher.update(bytes);
+        if bytes.is_empty() {
+            return;
+        }
         self.total += bytes.len() as u64;
+        self.send(Job::Bytes {
+            data: bytes.to_vec(),
+            content: !self.in_segment,
+        });
         if self.keep_segments && self.in_segment {
             self.segment.extend_from_slice(bytes);
         }
     }
 }
 
-/// A reader that feeds a [`Recorder`] with everything it passes on.
-pub(crate) struct TeeReader<R> {
-    inner: R,
-    recorder: Rc<RefCell<Recorder>>,
+impl Drop for Recorder<'_> {
+    fn drop(&mut self) {
+        // On an early return the worker still has to end before the scope.
+        drop(self.jobs.take());
+    }
 }
 
-impl<R: Read> TeeReader<R> {
-    pub(crate) fn new(inner: R, recorder: Rc<RefCell<Recorder>>) -> Self {
+/// A reader that feeds a [`Recorder`] with everything it passes on.
+pub(crate) struct TeeReader<'scope, R> {
+    inner: R,
+    recorder: Rc<RefCell<Recorder<'scope>>>,
+}
+
+impl<'scope, R: Read> TeeReader<'scope, R> {
+    pub(crate) fn new(inner: R, recorder: Rc<RefCell<Recorder<'scope>>>) -> Self {
         TeeReader { inner, recorder }
     }
 }
 
-impl<R: Read> Read for TeeReader<R> {
+impl<R: Read> Read for TeeReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.recorder.borrow_mut().record(&buf[..n]);

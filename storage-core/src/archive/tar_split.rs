@@ -42,7 +42,7 @@ pub enum Record {
 }
 
 /// Go's `filepath.Clean`, used for tar-split's duplicate-path check.
-fn clean_for_dedup(name: &[u8]) -> Vec<u8> {
+pub(crate) fn clean_for_dedup(name: &[u8]) -> Vec<u8> {
     let rooted = name.first() == Some(&b'/');
     let mut out: Vec<&[u8]> = Vec::new();
     for comp in name.split(|b| *b == b'/') {

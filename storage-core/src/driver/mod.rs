@@ -76,7 +76,7 @@ pub trait Driver: Send + Sync {
         id: &str,
         parent: Option<&str>,
         diff: &mut dyn Read,
-        tar_split: Option<&mut dyn Write>,
+        tar_split: Option<&mut (dyn Write + Send)>,
     ) -> Result<AppliedLayer, DriverError>;
 
     /// Bytes the layer adds over its parent.

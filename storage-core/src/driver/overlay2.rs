@@ -554,7 +554,7 @@ impl Driver for Overlay2 {
         id: &str,
         parent: Option<&str>,
         diff: &mut dyn Read,
-        tar_split: Option<&mut dyn Write>,
+        tar_split: Option<&mut (dyn Write + Send)>,
     ) -> Result<AppliedLayer, DriverError> {
         self.existing_dir(id)?;
         if !self.is_parent(id, parent) {
