@@ -12,5 +12,6 @@ pub mod docker_root;
 pub mod driver;
 pub mod features;
 pub mod fsutil;
+pub mod image;
 pub mod layer;
 pub mod sys;

@@ -56,7 +56,10 @@ impl ImageConfig {
         let config: ImageConfig =
             serde_json::from_value(value).map_err(|e| bad(format!("invalid image config: {e}")))?;
         if config.rootfs.kind != "layers" {
-            return Err(bad(format!("rootfs type {:?} is not \"layers\"", config.rootfs.kind)));
+            return Err(bad(format!(
+                "rootfs type {:?} is not \"layers\"",
+                config.rootfs.kind
+            )));
         }
         if let Some(bad_id) = config.rootfs.diff_ids.iter().find(|d| !is_digest(d)) {
             return Err(bad(format!("diff-id {bad_id:?} is not a sha256 digest")));
@@ -67,7 +70,11 @@ impl ImageConfig {
         let non_empty = config
             .history
             .iter()
-            .filter(|h| !h.get("empty_layer").and_then(serde_json::Value::as_bool).unwrap_or(false))
+            .filter(|h| {
+                !h.get("empty_layer")
+                    .and_then(serde_json::Value::as_bool)
+                    .unwrap_or(false)
+            })
             .count();
         if non_empty > config.rootfs.diff_ids.len() {
             return Err(bad("too many non-empty layers in history".into()));
@@ -94,6 +101,10 @@ impl ImageConfig {
         if self.history.len() != parent.history.len() + 1 {
             return false;
         }
-        parent.history.iter().zip(&self.history).all(|(p, c)| p == c)
+        parent
+            .history
+            .iter()
+            .zip(&self.history)
+            .all(|(p, c)| p == c)
     }
 }

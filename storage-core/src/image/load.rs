@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -98,14 +98,28 @@ impl ArchiveIndex {
             file,
             entries: HashMap::new(),
         };
-        let reader = index.file.try_clone().map_err(ImageError::io("open", path))?;
+        let reader = index
+            .file
+            .try_clone()
+            .map_err(ImageError::io("open", path))?;
         let mut archive = tar::Archive::new(reader);
         let entries = archive
             .entries_with_seek()
             .map_err(|e| index.bad("outer tar", format!("not a tar archive: {e}")))?;
         let mut found = HashMap::new();
         for (n, entry) in entries.enumerate() {
-            let entry = entry.map_err(|e| index.bad(format!("outer tar entry #{}", n + 1), e.to_string()))?;
+            let entry = entry.map_err(|e| {
+                let mut why = e.to_string();
+                if let Some((cut, _)) = why.char_indices().nth(120) {
+                    why.truncate(cut);
+                    why.push_str("...");
+                }
+                if n == 0 {
+                    index.bad("outer tar", format!("not a tar archive: {why}"))
+                } else {
+                    index.bad(format!("outer tar entry #{}", n + 1), why)
+                }
+            })?;
             let raw_name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             let name = clean(&raw_name).join("/");
             let header = entry.header();
@@ -113,7 +127,7 @@ impl ArchiveIndex {
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
                     let offset = entry.raw_file_position();
                     let size = entry.size();
-                    let end = offset.checked_add(size).unwrap_or(u64::MAX);
+                    let end = offset.saturating_add(size);
                     if end > len {
                         return Err(index.bad(
                             format!("entry {raw_name}"),
@@ -164,7 +178,10 @@ impl ArchiveIndex {
                 Some(Node::Hardlink(target)) if pending.is_empty() => Some((target.clone(), false)),
                 Some(_) => None,
                 None if pending.is_empty() => {
-                    return Err(self.bad("manifest.json", format!("names {name}, which is not in the archive")));
+                    return Err(self.bad(
+                        "manifest.json",
+                        format!("names {name}, which is not in the archive"),
+                    ));
                 }
                 // A directory only implied by deeper entries.
                 None => None,
@@ -190,7 +207,10 @@ impl ArchiveIndex {
         match self.entries.get(&resolved.join("/")) {
             Some(Node::File { offset, size }) => Ok((*offset, *size)),
             Some(_) => Err(self.bad(format!("entry {name}"), "is not a regular file")),
-            None => Err(self.bad("manifest.json", format!("names {name}, which is not in the archive"))),
+            None => Err(self.bad(
+                "manifest.json",
+                format!("names {name}, which is not in the archive"),
+            )),
         }
     }
 
@@ -206,7 +226,10 @@ impl ArchiveIndex {
     fn read_small(&self, name: &str) -> Result<Vec<u8>, ImageError> {
         let (offset, size) = self.locate(name)?;
         if size > MAX_JSON_BYTES {
-            return Err(self.bad(format!("entry {name}"), format!("{size} bytes is too large for a JSON file")));
+            return Err(self.bad(
+                format!("entry {name}"),
+                format!("{size} bytes is too large for a JSON file"),
+            ));
         }
         let mut bytes = vec![0u8; size as usize];
         self.file
@@ -271,7 +294,11 @@ struct Undo {
 
 /// Loads every image of the `docker save` archive at `archive_path` into
 /// `store` and `layers`. On error nothing of it stays behind.
-pub fn load(store: &ImageStore, layers: &LayerStore, archive_path: &Path) -> Result<Vec<LoadedImage>, ImageError> {
+pub fn load(
+    store: &ImageStore,
+    layers: &LayerStore,
+    archive_path: &Path,
+) -> Result<Vec<LoadedImage>, ImageError> {
     let index = ArchiveIndex::build(archive_path)?;
     let plans = plan(&index)?;
 
@@ -286,7 +313,10 @@ pub fn load(store: &ImageStore, layers: &LayerStore, archive_path: &Path) -> Res
         Ok(loaded) => Ok(loaded),
         Err(e) => {
             if let Err(undo_error) = roll_back(&locked, layers, &undo) {
-                tracing::warn!("undoing the failed load of {}: {undo_error}", archive_path.display());
+                tracing::warn!(
+                    "undoing the failed load of {}: {undo_error}",
+                    archive_path.display()
+                );
             }
             Err(e)
         }
@@ -310,7 +340,9 @@ fn plan(index: &ArchiveIndex) -> Result<Vec<Plan>, ImageError> {
         .next();
     let manifest = match first {
         Some(Ok(Some(items))) => items,
-        Some(Ok(None)) => return Err(index.bad("manifest.json", "is null (an empty archive says [])")),
+        Some(Ok(None)) => {
+            return Err(index.bad("manifest.json", "is null (an empty archive says [])"));
+        }
         Some(Err(e)) => return Err(index.bad("manifest.json", format!("invalid: {e}"))),
         None => return Err(index.bad("manifest.json", "is empty")),
     };
@@ -338,9 +370,13 @@ fn plan(index: &ArchiveIndex) -> Result<Vec<Plan>, ImageError> {
         }
         let mut tags = Vec::new();
         for tag in item.repo_tags.unwrap_or_default() {
-            let reference = Reference::parse(&tag).map_err(|e| index.bad("manifest.json", e.to_string()))?;
+            let reference =
+                Reference::parse(&tag).map_err(|e| index.bad("manifest.json", e.to_string()))?;
             if reference.tag().is_none() || reference.digest().is_some() {
-                return Err(index.bad("manifest.json", format!("RepoTags entry {tag:?} is not a name:tag")));
+                return Err(index.bad(
+                    "manifest.json",
+                    format!("RepoTags entry {tag:?} is not a name:tag"),
+                ));
             }
             tags.push(reference);
         }
@@ -362,7 +398,10 @@ fn plan(index: &ArchiveIndex) -> Result<Vec<Plan>, ImageError> {
         let Some(parent) = plans[i].parent.clone() else {
             continue;
         };
-        match ids.iter().position(|id| *id == parent && *id != plans[i].id) {
+        match ids
+            .iter()
+            .position(|id| *id == parent && *id != plans[i].id)
+        {
             None => plans[i].parent = None,
             Some(p) => {
                 if !plans[i].config.has_valid_parent(&plans[p].config) {
@@ -443,9 +482,12 @@ fn apply_layer(
     expected_chain: &str,
     undo: &mut Undo,
 ) -> Result<(), ImageError> {
-    let section = index.section(name)?;
+    // pread in large chunks: the tar reader asks for 512 bytes at a time.
+    let section = BufReader::with_capacity(1 << 20, index.section(name)?);
     let info = match layers.apply(section, parent) {
         Ok(info) => info,
+        // Another process applied the same layer meanwhile: reuse it.
+        Err(LayerError::Duplicate { id }) if id == expected_chain => return Ok(()),
         Err(LayerError::Duplicate { id }) => {
             // The content is another layer that already exists.
             let actual = if parent.is_none() {
@@ -510,7 +552,12 @@ fn roll_back(locked: &LockedStore<'_>, layers: &LayerStore, undo: &Undo) -> Resu
             continue;
         }
         match layers.remove(chain) {
-            Ok(()) | Err(LayerError::HasChildren { .. } | LayerError::InUse { .. } | LayerError::NotFound { .. }) => {}
+            Ok(())
+            | Err(
+                LayerError::HasChildren { .. }
+                | LayerError::InUse { .. }
+                | LayerError::NotFound { .. },
+            ) => {}
             Err(e) => {
                 first_error.get_or_insert(e.into());
             }

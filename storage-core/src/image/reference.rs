@@ -31,7 +31,9 @@ fn invalid(reference: &str, why: impl Into<String>) -> ImageError {
 /// Whether `s` is 64 lowercase hex digits (a full image id without
 /// `sha256:`), which Docker refuses as a repository name.
 pub fn is_hex_id(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`
@@ -112,7 +114,8 @@ fn is_tag(t: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|x| x.is_ascii_alphanumeric() || matches!(x, b'_' | b'.' | b'-'))
+        && b.iter()
+            .all(|x| x.is_ascii_alphanumeric() || matches!(x, b'_' | b'.' | b'-'))
 }
 
 /// `algorithm:hex`; sha256 must have 64 lowercase hex digits.
@@ -120,9 +123,10 @@ fn is_digest(d: &str) -> bool {
     let Some((alg, hex)) = d.split_once(':') else {
         return false;
     };
-    let alg_ok = alg
-        .split(['-', '_', '+', '.'])
-        .all(|c| c.as_bytes().first().is_some_and(u8::is_ascii_alphabetic) && c.bytes().all(|b| b.is_ascii_alphanumeric()));
+    let alg_ok = alg.split(['-', '_', '+', '.']).all(|c| {
+        c.as_bytes().first().is_some_and(u8::is_ascii_alphabetic)
+            && c.bytes().all(|b| b.is_ascii_alphanumeric())
+    });
     if !alg_ok || hex.len() < 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return false;
     }
@@ -154,7 +158,10 @@ impl Reference {
     /// Parses and normalizes `s` as `ParseNormalizedNamed` does.
     pub fn parse(s: &str) -> Result<Self, ImageError> {
         if is_hex_id(s) {
-            return Err(invalid(s, "cannot use a 64-character hexadecimal string as a repository name"));
+            return Err(invalid(
+                s,
+                "cannot use a 64-character hexadecimal string as a repository name",
+            ));
         }
         if s.is_empty() {
             return Err(invalid(s, "empty reference"));
@@ -186,7 +193,10 @@ impl Reference {
             return Err(invalid(s, format!("invalid registry domain {domain:?}")));
         }
         if let Some(bad) = path.split('/').find(|c| !is_path_component(c)) {
-            return Err(invalid(s, format!("invalid repository name component {bad:?}")));
+            return Err(invalid(
+                s,
+                format!("invalid repository name component {bad:?}"),
+            ));
         }
         if domain.len() + 1 + path.len() > NAME_TOTAL_LENGTH_MAX {
             return Err(invalid(s, "repository name longer than 255 characters"));

@@ -45,7 +45,12 @@ pub fn parse_unix_seconds(s: &str) -> Option<i64> {
     }
     let (date_time, zone) = s.split_at(19);
     let b = date_time.as_bytes();
-    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') || b[13] != b':' || b[16] != b':' {
+    if b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let year = digits(&date_time[0..4])?;
@@ -54,12 +59,19 @@ pub fn parse_unix_seconds(s: &str) -> Option<i64> {
     let hour = digits(&date_time[11..13])?;
     let minute = digits(&date_time[14..16])?;
     let second = digits(&date_time[17..19])?;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return None;
     }
     let zone = match zone.strip_prefix('.') {
         Some(rest) => {
-            let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            let end = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
             if end == 0 {
                 return None;
             }
@@ -99,7 +111,9 @@ pub fn format_utc(secs: i64, nanos: u32) -> String {
 
 /// The current time as Go's `time.Now().UTC().Format(time.RFC3339Nano)`.
 pub fn now() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     format_utc(now.as_secs() as i64, now.subsec_nanos())
 }
 
@@ -110,13 +124,28 @@ mod tests {
     #[test]
     fn round_trips_and_offsets() {
         assert_eq!(parse_unix_seconds("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_unix_seconds("2023-05-18T22:34:17.429185891Z"), Some(1_684_449_257));
-        assert_eq!(parse_unix_seconds("2023-05-19T00:34:17+02:00"), Some(1_684_449_257));
-        assert_eq!(parse_unix_seconds("0001-01-01T00:00:00Z"), Some(-62_135_596_800));
+        assert_eq!(
+            parse_unix_seconds("2023-05-18T22:34:17.429185891Z"),
+            Some(1_684_449_257)
+        );
+        assert_eq!(
+            parse_unix_seconds("2023-05-19T00:34:17+02:00"),
+            Some(1_684_449_257)
+        );
+        assert_eq!(
+            parse_unix_seconds("0001-01-01T00:00:00Z"),
+            Some(-62_135_596_800)
+        );
         assert_eq!(parse_unix_seconds("2023-05-18 22:34:17Z"), None);
         assert_eq!(parse_unix_seconds("garbage"), None);
-        assert_eq!(format_utc(1_684_449_257, 429_185_000), "2023-05-18T22:34:17.429185Z");
+        assert_eq!(
+            format_utc(1_684_449_257, 429_185_000),
+            "2023-05-18T22:34:17.429185Z"
+        );
         assert_eq!(format_utc(0, 0), "1970-01-01T00:00:00Z");
-        assert_eq!(parse_unix_seconds(&now()).map(|s| s > 1_700_000_000), Some(true));
+        assert_eq!(
+            parse_unix_seconds(&now()).map(|s| s > 1_700_000_000),
+            Some(true)
+        );
     }
 }

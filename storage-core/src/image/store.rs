@@ -258,7 +258,11 @@ impl ImageStore {
             return Ok(id.to_string());
         }
         let prefix = hex_of(name);
-        if !prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if !prefix.is_empty()
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             let matches: Vec<String> = self
                 .ids()?
                 .into_iter()
@@ -306,7 +310,10 @@ impl ImageStore {
     fn read_image(&self, id: &str, repos: &Repositories) -> Result<Image, ImageError> {
         let raw_config = self.config_bytes(id)?;
         let config = ImageConfig::parse(&raw_config, id)?;
-        let (repo_digests, repo_tags) = repos.references_to(id).into_iter().partition(|r| r.contains('@'));
+        let (repo_digests, repo_tags) = repos
+            .references_to(id)
+            .into_iter()
+            .partition(|r| r.contains('@'));
         Ok(Image {
             id: id.to_string(),
             repo_tags,
@@ -330,7 +337,10 @@ impl ImageStore {
     /// Every image, sorted by id.
     pub fn list(&self) -> Result<Vec<Image>, ImageError> {
         let repos = self.repositories()?;
-        self.ids()?.iter().map(|id| self.read_image(id, &repos)).collect()
+        self.ids()?
+            .iter()
+            .map(|id| self.read_image(id, &repos))
+            .collect()
     }
 
     /// The images whose `parent` is `id`.
@@ -411,6 +421,31 @@ impl LockedStore<'_> {
         self.set_metadata(id, "parent", parent.as_bytes())
     }
 
+    /// Forgets the parent image of `id`.
+    pub fn clear_parent(&self, id: &str) -> Result<(), ImageError> {
+        let path = self.metadata_dir(id).join("parent");
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(ImageError::io("remove", &path)(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes the config and metadata of `id` and nothing else (the undo
+    /// of [`LockedStore::put_config`]).
+    pub fn discard_config(&self, id: &str) -> Result<(), ImageError> {
+        let meta = self.metadata_dir(id);
+        fsutil::remove_all(&meta).map_err(ImageError::io("remove", &meta))?;
+        let content = self.content_path(id);
+        match fs::remove_file(&content) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(ImageError::io("remove", &content)(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Records now as the time `id` was last tagged.
     pub fn set_last_updated(&self, id: &str) -> Result<(), ImageError> {
         self.set_metadata(id, "lastUpdated", rfc3339::now().as_bytes())
@@ -471,7 +506,8 @@ impl LockedStore<'_> {
             path: self.repositories.clone(),
             what: format!("cannot encode: {e}"),
         })?;
-        fsutil::write_atomic(&self.repositories, &json, 0o600).map_err(ImageError::io("write", &self.repositories))
+        fsutil::write_atomic(&self.repositories, &json, 0o600)
+            .map_err(ImageError::io("write", &self.repositories))
     }
 
     /// Removes image `id`'s config, metadata and references, and the
@@ -490,13 +526,7 @@ impl LockedStore<'_> {
         if repos != before {
             self.write_repositories(&repos)?;
         }
-        let meta = self.metadata_dir(id);
-        fsutil::remove_all(&meta).map_err(ImageError::io("remove", &meta))?;
-        let content = self.content_path(id);
-        match fs::remove_file(&content) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(ImageError::io("remove", &content)(e)),
-            _ => Ok(()),
-        }
+        self.discard_config(id)
     }
 }
 
