@@ -51,6 +51,9 @@ pub enum Command {
     /// Image layers in Docker's layerdb format.
     #[command(subcommand)]
     Layer(LayerCommand),
+    /// Images in Docker's image store: load and save in `docker save` format.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Containers' storage: init and rw layers, mounts, diffs, commits, sizes.
     #[command(subcommand)]
     Container(ContainerCommand),
@@ -59,6 +62,31 @@ pub enum Command {
     Docker(DockerCommand),
     /// Compare the storage drivers on write-heavy workloads, as ratios to native.
     Bench(BenchArgs),
+}
+
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Load a `docker save` archive; prints each image reference, the last one last.
+    Load { archive: PathBuf },
+    /// Write images as a `docker save` archive that `docker load` accepts.
+    Save {
+        #[arg(required = true)]
+        images: Vec<String>,
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+    },
+    /// List images.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove images (untag, then delete unused layers).
+    Rm {
+        #[arg(required = true)]
+        images: Vec<String>,
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]

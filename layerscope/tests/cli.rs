@@ -302,7 +302,10 @@ fn a_killed_apply_leaves_nothing_the_next_command_does_not_clean() {
     child.wait().unwrap();
     drop(writer);
     assert!(
-        std::fs::read_dir(root.join("image/overlay2/layerdb/tmp")).unwrap().count() > 0,
+        std::fs::read_dir(root.join("image/overlay2/layerdb/tmp"))
+            .unwrap()
+            .count()
+            > 0,
         "the killed apply left its intent behind"
     );
 
@@ -315,6 +318,14 @@ fn a_killed_apply_leaves_nothing_the_next_command_does_not_clean() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(driver_dirs, vec!["l".to_string()]);
-    assert_eq!(std::fs::read_dir(root.join("overlay2/l")).unwrap().count(), 0);
-    assert_eq!(std::fs::read_dir(root.join("image/overlay2/layerdb/tmp")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(root.join("overlay2/l")).unwrap().count(),
+        0
+    );
+    assert_eq!(
+        std::fs::read_dir(root.join("image/overlay2/layerdb/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
 }

@@ -6,12 +6,13 @@ use std::io::Write;
 use clap::Subcommand;
 use storage_core::archive::ChangeKind;
 use storage_core::container::ContainerStore;
+use storage_core::image::ImageStore;
 
 #[derive(Subcommand)]
 pub enum ContainerCommand {
-    /// Create a container on a layer (chain-id or unique prefix).
+    /// Create a container from an image (or a layer chain-id).
     Create {
-        /// The image's top layer (chain-id), or "scratch" for an empty root.
+        /// Image reference or id, a layer chain-id, or "scratch" for an empty root.
         image: String,
         #[arg(long)]
         name: String,
@@ -45,12 +46,19 @@ pub enum ContainerCommand {
     Rm { name: String },
 }
 
-pub fn run(containers: &ContainerStore<'_>, command: ContainerCommand) -> anyhow::Result<()> {
+pub fn run(
+    containers: &ContainerStore<'_>,
+    images: &ImageStore,
+    command: ContainerCommand,
+) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match command {
         ContainerCommand::Create { image, name } => {
+            // An image reference or id first, as docker; else a layer.
             let top = if image == "scratch" {
                 None
+            } else if let Ok(found) = images.get(&image) {
+                found.top_chain_id()
             } else {
                 Some(containers.layers().get(&image)?.chain_id)
             };

@@ -4,10 +4,11 @@ pub mod bench;
 pub mod container;
 pub mod docker;
 pub mod doctor;
+pub mod image;
 pub mod layer;
 pub mod store;
 
-use crate::cli::{Cli, Command, DockerCommand};
+use crate::cli::{Cli, Command, DockerCommand, ImageCommand};
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -16,10 +17,21 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let layers = store::open_layers(&cli.root, &cli.driver, &cli.storage_opt)?;
             layer::run(&layers, command)
         }
+        Command::Image(command) => match command {
+            ImageCommand::Load { archive } => image::load(&cli.root, &cli.driver, &archive),
+            ImageCommand::Save { images, output } => {
+                image::save(&cli.root, &cli.driver, &images, &output)
+            }
+            ImageCommand::Ls { json } => image::list(&cli.root, &cli.driver, json),
+            ImageCommand::Rm { images, force } => {
+                image::remove(&cli.root, &cli.driver, &images, force)
+            }
+        },
         Command::Container(command) => {
             let layers = store::open_layers(&cli.root, &cli.driver, &cli.storage_opt)?;
+            let images = storage_core::image::ImageStore::open(&cli.root, &cli.driver)?;
             let containers = storage_core::container::ContainerStore::open(&cli.root, &layers)?;
-            container::run(&containers, command)
+            container::run(&containers, &images, command)
         }
         Command::Docker(DockerCommand::Inspect { docker_root, table }) => {
             docker::inspect(&docker_root, !table)
