@@ -17,12 +17,13 @@ pub const TARGET_NAMES: &[&str] = &[
     "overlay2-ext4",
     "overlay2-xfs-reflink",
     "overlay2-metacopy",
+    "overlay2-volatile",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Native,
-    Overlay2 { metacopy: bool },
+    Overlay2 { metacopy: bool, volatile: bool },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,17 +40,34 @@ impl Target {
             "overlay2-ext4" => (
                 "overlay2-ext4",
                 FsKind::Ext4,
-                Kind::Overlay2 { metacopy: false },
+                Kind::Overlay2 {
+                    metacopy: false,
+                    volatile: false,
+                },
             ),
             "overlay2-xfs-reflink" => (
                 "overlay2-xfs-reflink",
                 FsKind::Xfs { reflink: true },
-                Kind::Overlay2 { metacopy: false },
+                Kind::Overlay2 {
+                    metacopy: false,
+                    volatile: false,
+                },
             ),
             "overlay2-metacopy" => (
                 "overlay2-metacopy",
                 FsKind::Ext4,
-                Kind::Overlay2 { metacopy: true },
+                Kind::Overlay2 {
+                    metacopy: true,
+                    volatile: false,
+                },
+            ),
+            "overlay2-volatile" => (
+                "overlay2-volatile",
+                FsKind::Ext4,
+                Kind::Overlay2 {
+                    metacopy: false,
+                    volatile: true,
+                },
             ),
             other => return Err(BenchError::UnknownTarget(other.to_string())),
         };
@@ -99,12 +117,17 @@ impl Stack {
                 std::fs::create_dir_all(&native_dir).map_err(|e| setup(e.to_string()))?;
                 None
             }
-            Kind::Overlay2 { metacopy } => {
+            Kind::Overlay2 { metacopy, volatile } => {
                 let mut options = DriverOptions::default();
                 if metacopy {
                     options
                         .storage_opt
                         .insert("overlay2.metacopy".into(), "on".into());
+                }
+                if volatile {
+                    options
+                        .storage_opt
+                        .insert("overlay2.volatile".into(), "on".into());
                 }
                 let driver = Overlay2::open(&fs.path().join("overlay2"), &options)
                     .map_err(|e| setup(e.to_string()))?;

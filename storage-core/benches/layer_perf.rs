@@ -50,8 +50,13 @@ fn drop_caches() {
 
 /// A 1 GiB layer: 64 files of 8 MiB and 16,384 files of 32 KiB in 256 dirs.
 fn write_layer_tar(path: &Path) -> u64 {
-    let mut builder = tar::Builder::new(BufWriter::with_capacity(1 << 20, File::create(path).unwrap()));
-    let block: Vec<u8> = (0..(8 << 20)).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    let mut builder = tar::Builder::new(BufWriter::with_capacity(
+        1 << 20,
+        File::create(path).unwrap(),
+    ));
+    let block: Vec<u8> = (0..(8 << 20))
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
     let header = |size: u64, mode: u32| {
         let mut h = tar::Header::new_gnu();
         h.set_size(size);
@@ -65,13 +70,19 @@ fn write_layer_tar(path: &Path) -> u64 {
     };
     for i in 0..64 {
         let mut h = header(8 << 20, 0o644);
-        builder.append_data(&mut h, format!("big/file{i}"), &block[..]).unwrap();
+        builder
+            .append_data(&mut h, format!("big/file{i}"), &block[..])
+            .unwrap();
     }
     for i in 0..16_384 {
         let mut h = header(32 << 10, 0o644);
         let start = (i * 4096) % (block.len() - (32 << 10));
         builder
-            .append_data(&mut h, format!("small/{:02x}/f{i}", i % 256), &block[start..start + (32 << 10)])
+            .append_data(
+                &mut h,
+                format!("small/{:02x}/f{i}", i % 256),
+                &block[start..start + (32 << 10)],
+            )
             .unwrap();
     }
     builder.into_inner().unwrap().flush().unwrap();
@@ -82,7 +93,10 @@ fn apply_vs_tar() {
     let fs = ScratchFs::new(FsKind::Ext4, 8 << 30).unwrap();
     let tar_path = fs.path().join("layer.tar");
     let size = write_layer_tar(&tar_path);
-    println!("apply_vs_tar: layer tar {} MiB, ext4 on a loop device", size >> 20);
+    println!(
+        "apply_vs_tar: layer tar {} MiB, ext4 on a loop device",
+        size >> 20
+    );
     let rounds = 3;
     let (mut tar_times, mut apply_times) = (Vec::new(), Vec::new());
     for round in 0..rounds {
@@ -110,7 +124,10 @@ fn apply_vs_tar() {
         drop_caches();
         let started = Instant::now();
         let layer = store
-            .apply(BufReader::with_capacity(1 << 20, File::open(&tar_path).unwrap()), None)
+            .apply(
+                BufReader::with_capacity(1 << 20, File::open(&tar_path).unwrap()),
+                None,
+            )
             .unwrap();
         sync(fs.path());
         apply_times.push(started.elapsed());
@@ -137,7 +154,9 @@ fn tiny_layer(i: usize) -> Vec<u8> {
     h.set_mtime(1_700_000_000);
     h.set_device_major(0).unwrap();
     h.set_device_minor(0).unwrap();
-    builder.append_data(&mut h, format!("layers/{i}"), data.as_bytes()).unwrap();
+    builder
+        .append_data(&mut h, format!("layers/{i}"), data.as_bytes())
+        .unwrap();
     builder.into_inner().unwrap()
 }
 
@@ -155,7 +174,9 @@ fn deep_stack_create_mount() {
     let mut samples = Vec::new();
     for i in 0..20 {
         let started = Instant::now();
-        let container = containers.create(&format!("c{i}"), "deep", top.as_deref()).unwrap();
+        let container = containers
+            .create(&format!("c{i}"), "deep", top.as_deref())
+            .unwrap();
         let merged = containers.mount(&container).unwrap();
         samples.push(started.elapsed());
         assert!(merged.join("layers/0").exists() && merged.join("layers/126").exists());

@@ -33,15 +33,25 @@ fn layout_matches_dockers() {
 
     let base_link = fs::read_to_string(home.join("base/link")).unwrap();
     assert_eq!(base_link.len(), 26);
-    assert!(base_link.bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)));
+    assert!(
+        base_link
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+    );
     assert_eq!(
         fs::read_link(home.join("l").join(&base_link)).unwrap(),
         Path::new("../base/diff")
     );
     assert!(home.join("base/diff").is_dir());
-    assert!(!home.join("base/lower").exists(), "a base layer has no lower file");
+    assert!(
+        !home.join("base/lower").exists(),
+        "a base layer has no lower file"
+    );
     assert!(!home.join("base/work").exists(), "nor a workdir");
-    assert!(home.join("base/committed").exists(), "a parent is marked committed");
+    assert!(
+        home.join("base/committed").exists(),
+        "a parent is marked committed"
+    );
     assert_eq!(
         fs::read_to_string(home.join("child/lower")).unwrap(),
         format!("l/{base_link}")
@@ -49,8 +59,14 @@ fn layout_matches_dockers() {
     assert!(home.join("child/work").is_dir());
 
     let metadata = driver.metadata("child").unwrap();
-    assert_eq!(metadata["LowerDir"], home.join("base/diff").display().to_string());
-    assert_eq!(metadata["UpperDir"], home.join("child/diff").display().to_string());
+    assert_eq!(
+        metadata["LowerDir"],
+        home.join("base/diff").display().to_string()
+    );
+    assert_eq!(
+        metadata["UpperDir"],
+        home.join("child/diff").display().to_string()
+    );
 
     // Mounted, lowers are the absolute l/ links (short enough for a page)
     // and metacopy stays off unless asked for. (The kernel does not show
@@ -103,7 +119,11 @@ fn a_stack_of_128_lowers_mounts_and_the_129th_is_refused() {
     fs::write(driver.get("layer0").unwrap().join("deepest"), b"0").unwrap();
     for i in 1..=MAX_DEPTH {
         driver
-            .create(&format!("layer{i}"), Some(&format!("layer{}", i - 1)), &none)
+            .create(
+                &format!("layer{i}"),
+                Some(&format!("layer{}", i - 1)),
+                &none,
+            )
             .unwrap();
     }
     // layer128 has 128 lowers: its absolute option string exceeds a page,
@@ -111,13 +131,26 @@ fn a_stack_of_128_lowers_mounts_and_the_129th_is_refused() {
     let top = format!("layer{MAX_DEPTH}");
     let merged = driver.get(&top).unwrap();
     assert_eq!(fs::read(merged.join("deepest")).unwrap(), b"0");
-    assert!(mount_options(&merged).contains("lowerdir=l/"), "relative lowers");
+    assert!(
+        mount_options(&merged).contains("lowerdir=l/"),
+        "relative lowers"
+    );
     driver.put(&top).unwrap();
 
     let err = driver
         .create("one-too-many", Some(&top), &none)
         .unwrap_err();
-    assert!(matches!(err, DriverError::MaxDepth { depth: 129, limit: 128, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            DriverError::MaxDepth {
+                depth: 129,
+                limit: 128,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(
         err.to_string(),
         "layer one-too-many: 129 lower layers exceed overlay2's limit of 128 (Docker's maxDepth)"
@@ -131,7 +164,11 @@ fn a_stack_of_128_lowers_mounts_and_the_129th_is_refused() {
 fn metacopy_chmod_copies_metadata_only() {
     let Some(fs) = scratch() else { return };
     let driver = driver_on(&fs, &[("overlay2.metacopy", "on")]);
-    assert!(driver.status().contains(&("Using metacopy".into(), "true".into())));
+    assert!(
+        driver
+            .status()
+            .contains(&("Using metacopy".into(), "true".into()))
+    );
     let none = CreateOpts::default();
     driver.create("img", None, &none).unwrap();
     fs::write(driver.get("img").unwrap().join("big"), vec![1u8; 1 << 20]).unwrap();
@@ -146,16 +183,26 @@ fn metacopy_chmod_copies_metadata_only() {
     assert_eq!(upper.mode() & 0o777, 0o600);
     // 1 MiB of data would be 2048 blocks; the metacopy inode holds only
     // its xattr block.
-    assert!(upper.blocks() < 16, "metacopy copied data: {} blocks", upper.blocks());
+    assert!(
+        upper.blocks() < 16,
+        "metacopy copied data: {} blocks",
+        upper.blocks()
+    );
 }
 
 #[test]
 fn unknown_options_and_ids_are_refused() {
     let Some(fs) = scratch() else { return };
     let mut opts = DriverOptions::default();
-    opts.storage_opt.insert("overlay2.turbo".into(), "on".into());
-    let err = Overlay2::open(&fs.path().join("overlay2"), &opts).err().unwrap();
-    assert_eq!(err.to_string(), "layer overlay2: unknown storage option \"turbo\"");
+    opts.storage_opt
+        .insert("overlay2.turbo".into(), "on".into());
+    let err = Overlay2::open(&fs.path().join("overlay2"), &opts)
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.to_string(),
+        "layer overlay2: unknown storage option \"turbo\""
+    );
     let driver = driver_on(&fs, &[]);
     for bad in ["", "..", "a/b", ".hidden", "l"] {
         assert!(
@@ -180,7 +227,9 @@ fn sweep_removes_what_a_crash_left() {
     let home = fs.path().join("overlay2");
     fs::create_dir_all(home.join(".creating-dead/diff")).unwrap();
     std::os::unix::fs::symlink("../dead/diff", home.join("l/DANGLINGLINK")).unwrap();
-    driver.create("alive", None, &CreateOpts::default()).unwrap();
+    driver
+        .create("alive", None, &CreateOpts::default())
+        .unwrap();
     assert_eq!(driver.sweep_incomplete().unwrap(), 2);
     assert!(!home.join(".creating-dead").exists());
     assert!(!home.join("l/DANGLINGLINK").exists());

@@ -39,7 +39,11 @@ enum Job {
     /// A raw segment record.
     Segment(Vec<u8>),
     /// An entry's record, closing its CRC.
-    Entry { name: Vec<u8>, size: u64, crc: EntryCrc },
+    Entry {
+        name: Vec<u8>,
+        size: u64,
+        crc: EntryCrc,
+    },
 }
 
 /// What the worker hands back when the stream ends.
@@ -65,7 +69,11 @@ fn worker(jobs: Receiver<Job>, mut split: Option<TarSplitWriter<'_>>) -> Finishe
                     split_error = s.segment(&bytes).err();
                 }
             }
-            Job::Entry { name, size, crc: source } => {
+            Job::Entry {
+                name,
+                size,
+                crc: source,
+            } => {
                 let stream = std::mem::replace(&mut crc, CRC64.digest()).finalize();
                 let value = match source {
                     EntryCrc::Stream => Some(stream),
@@ -152,7 +160,10 @@ impl<'scope> Recorder<'scope> {
         if let Some(e) = finished.split_error {
             return Err(e);
         }
-        Ok((format!("sha256:{}", hex::encode(finished.sha256)), self.total))
+        Ok((
+            format!("sha256:{}", hex::encode(finished.sha256)),
+            self.total,
+        ))
     }
 
     fn send(&self, job: Job) {
