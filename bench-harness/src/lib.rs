@@ -6,10 +6,14 @@
 //! - [`target`]: the driver matrix, each on its own loop-backed filesystem;
 //! - [`workloads`]: one module per workload;
 //! - [`stats`]: latency histograms and device counters;
-//! - [`report`]: `results.json` and `summary.md`;
+//! - [`report`]: `results.json` and `summary.md`; [`plots`]: SVG charts;
+//!   [`metrics`]: a Prometheus textfile; [`baseline`]: regression checks;
 //! - [`run`]: the loop over drivers and workloads.
 
+pub mod baseline;
 pub mod error;
+pub mod metrics;
+pub mod plots;
 pub mod report;
 pub mod run;
 pub mod scale;

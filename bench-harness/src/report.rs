@@ -85,7 +85,8 @@ impl Results {
         }
     }
 
-    /// Writes `results.json` and `summary.md` into `dir`.
+    /// Writes `results.json`, `summary.md`, the SVG plots and the
+    /// Prometheus textfile `layerscope_bench.prom` into `dir`.
     pub fn write(&self, dir: &Path) -> Result<(), BenchError> {
         let io = |op, path: &Path| {
             let path = path.to_path_buf();
@@ -98,7 +99,18 @@ impl Results {
         let path = dir.join("summary.md");
         storage_core::fsutil::write_atomic(&path, self.summary().as_bytes(), 0o644)
             .map_err(io("write", &path))?;
-        Ok(())
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let path = dir.join("layerscope_bench.prom");
+        storage_core::fsutil::write_atomic(
+            &path,
+            crate::metrics::textfile(self, now).as_bytes(),
+            0o644,
+        )
+        .map_err(io("write", &path))?;
+        crate::plots::write(self, dir)
     }
 
     /// The Markdown summary: ratio table, best driver per workload, advice.

@@ -26,6 +26,13 @@ pub struct BenchArgs {
     /// Progress as JSON lines on stderr (for CI logs).
     #[arg(long)]
     pub json: bool,
+    /// A stored results.json to compare with: exits non-zero naming every
+    /// workload/target whose p50 ratio to native regressed.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// How much worse a ratio may get before it counts (e.g. 10% or 0.1).
+    #[arg(long, default_value = "10%", value_parser = bench_harness::baseline::parse_fraction)]
+    pub max_regression: f64,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -41,25 +48,27 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         out: args.out.clone(),
     };
     let json = args.json;
-    let results = run_bench(&config, &mut |p| {
-        if json {
-            eprintln!("{}", serde_json::to_string(p).unwrap_or_default());
-        } else {
-            eprintln!(
-                "[{:>3}/{}] {:<22} {}{}",
-                p.step,
-                p.steps,
-                p.target,
-                p.workload,
-                if config.repeat > 1 {
-                    format!(" (repeat {})", p.repeat + 1)
-                } else {
-                    String::new()
-                }
-            );
+    let bar = (!json).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar
+    });
+    let results = run_bench(&config, &mut |p| match &bar {
+        None => eprintln!("{}", serde_json::to_string(p).unwrap_or_default()),
+        Some(bar) => {
+            bar.set_length(p.steps as u64);
+            bar.set_position(p.step as u64 - 1);
+            bar.set_message(format!("{} {}", p.target, p.workload));
         }
     })
     .context("bench")?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     results.write(&args.out)?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{}", results.summary())?;
@@ -68,5 +77,26 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "results: {}",
         args.out.join("results.json").display()
     )?;
+    if let Some(baseline) = &args.baseline {
+        let regressions =
+            bench_harness::baseline::compare(&results, baseline, args.max_regression)?;
+        for regression in &regressions {
+            eprintln!("regression: {regression}");
+        }
+        if !regressions.is_empty() {
+            anyhow::bail!(
+                "{} ratio(s) regressed by more than {:.0}% against {}",
+                regressions.len(),
+                args.max_regression * 100.0,
+                baseline.display()
+            );
+        }
+        writeln!(
+            stdout,
+            "no ratio regressed by more than {:.0}% against {}",
+            args.max_regression * 100.0,
+            baseline.display()
+        )?;
+    }
     Ok(())
 }
