@@ -68,7 +68,12 @@ pub fn textfile(results: &Results, timestamp_seconds: u64) -> String {
         "Operations per second of a workload on a target (median over repeats).",
     );
     for (workload, target) in &series {
-        let value = median(rows_of(workload, target).iter().map(|r| r.ops_per_second).collect());
+        let value = median(
+            rows_of(workload, target)
+                .iter()
+                .map(|r| r.ops_per_second)
+                .collect(),
+        );
         let labels = labels(workload, target);
         let _ = writeln!(out, "layerscope_bench_ops_per_second{{{labels}}} {value}");
     }
@@ -98,7 +103,10 @@ pub fn textfile(results: &Results, timestamp_seconds: u64) -> String {
         "layerscope_bench_run_timestamp_seconds",
         "When the benchmark run finished (Unix time).",
     );
-    let _ = writeln!(out, "layerscope_bench_run_timestamp_seconds {timestamp_seconds}");
+    let _ = writeln!(
+        out,
+        "layerscope_bench_run_timestamp_seconds {timestamp_seconds}"
+    );
     family(
         &mut out,
         "layerscope_bench_run_duration_seconds",

@@ -66,7 +66,9 @@ fn copy_up_latency(results: &Results, path: &Path) -> Result<(), BenchError> {
                 .rows
                 .iter()
                 .filter(|r| r.target == target)
-                .filter_map(|r| Some((size_of_label(&r.workload)?, r.latency.p50_seconds.max(1e-7))))
+                .filter_map(|r| {
+                    Some((size_of_label(&r.workload)?, r.latency.p50_seconds.max(1e-7)))
+                })
                 .collect();
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
             (target, points)
@@ -86,7 +88,10 @@ fn copy_up_latency(results: &Results, path: &Path) -> Result<(), BenchError> {
     let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("copy-up latency by file size (p50, first append)", ("sans-serif", 20))
+        .caption(
+            "copy-up latency by file size (p50, first append)",
+            ("sans-serif", 20),
+        )
         .margin(12)
         .x_label_area_size(45)
         .y_label_area_size(70)
@@ -128,19 +133,27 @@ fn ratios(results: &Results, path: &Path) -> Result<(), BenchError> {
     if workloads.is_empty() {
         return Ok(());
     }
-    let y_max = results.ratios.iter().map(|r| r.p50_ratio).fold(1.0, f64::max);
-    let y_min = results.ratios.iter().map(|r| r.p50_ratio).fold(1.0, f64::min);
+    let y_max = results
+        .ratios
+        .iter()
+        .map(|r| r.p50_ratio)
+        .fold(1.0, f64::max);
+    let y_min = results
+        .ratios
+        .iter()
+        .map(|r| r.p50_ratio)
+        .fold(1.0, f64::min);
     let root = SVGBackend::new(path, (1000, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("p50 latency as a ratio to native (1 = a volume)", ("sans-serif", 20))
+        .caption(
+            "p50 latency as a ratio to native (1 = a volume)",
+            ("sans-serif", 20),
+        )
         .margin(12)
         .x_label_area_size(120)
         .y_label_area_size(70)
-        .build_cartesian_2d(
-            0..workloads.len(),
-            (y_min / 1.5..y_max * 1.5).log_scale(),
-        )
+        .build_cartesian_2d(0..workloads.len(), (y_min / 1.5..y_max * 1.5).log_scale())
         .map_err(|e| plot_error(path, e))?;
     let names = workloads.clone();
     chart
@@ -170,9 +183,12 @@ fn ratios(results: &Results, path: &Path) -> Result<(), BenchError> {
             })
             .collect();
         chart
-            .draw_series(PointSeries::of_element(points, 5, color.filled(), &|c, s, st| {
-                Circle::new(c, s, st)
-            }))
+            .draw_series(PointSeries::of_element(
+                points,
+                5,
+                color.filled(),
+                &|c, s, st| Circle::new(c, s, st),
+            ))
             .map_err(|e| plot_error(path, e))?
             .label(target.clone())
             .legend(move |(x, y)| Circle::new((x + 10, y), 5, color.filled()));

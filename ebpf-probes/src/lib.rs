@@ -8,15 +8,28 @@
 //! - [`hello`]: the pipeline self-test probe ([`HelloProbe`]), a tracepoint
 //!   program with a per-CPU counter and a ring buffer;
 //! - [`tracefs`]: mounting tracefs when aya cannot find it;
-//! - [`error`]: [`ProbeError`], one-line messages naming object and cause.
+//! - [`error`]: [`ProbeError`], one-line messages naming object and cause;
+//! - [`tracer`]: [`OverlayTracer`], copy-ups, whiteouts and opaque dirs
+//!   exact per syscall from tracepoints (`bpf/overlay_trace.bpf.c`), with
+//!   [`events`] (wire format), [`registry`] (watched overlays, mountinfo),
+//!   [`mounts`] (mountinfo parsing), [`attribution`] (mount -> layer ->
+//!   container), [`pagecache`] (sharing picture) and [`strategy`] (ladder).
 
+pub mod attribution;
 pub mod error;
+pub mod events;
 pub mod features;
 pub mod hello;
+pub mod mounts;
 pub mod object;
+pub mod pagecache;
+pub mod registry;
+pub mod strategy;
 pub mod sys;
 pub mod tracefs;
+pub mod tracer;
 
 pub use error::ProbeError;
 pub use hello::{HelloEvent, HelloProbe};
 pub use tracefs::ensure_tracefs;
+pub use tracer::{EventStream, OverlayTracer, TracerOptions};

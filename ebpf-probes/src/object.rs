@@ -24,8 +24,15 @@ pub const HELLO: BpfObject = BpfObject {
     bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hello.bpf.o")),
 };
 
+/// `bpf/overlay_trace.bpf.c`: copy-ups, whiteouts, page cache (see
+/// [`crate::tracer`]).
+pub const OVERLAY_TRACE: BpfObject = BpfObject {
+    name: "overlay_trace",
+    bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/overlay_trace.bpf.o")),
+};
+
 /// Every embedded object, for diagnostics (`layerscope doctor`).
-pub const ALL: &[BpfObject] = &[HELLO];
+pub const ALL: &[BpfObject] = &[HELLO, OVERLAY_TRACE];
 
 impl BpfObject {
     /// The object's name: its source file name without `.bpf.c`.

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::commands::bench::BenchArgs;
 use crate::commands::container::ContainerCommand;
 use crate::commands::layer::LayerCommand;
+use crate::commands::volume::VolumeCommand;
 
 #[derive(Parser)]
 #[command(
@@ -57,11 +58,19 @@ pub enum Command {
     /// Containers' storage: init and rw layers, mounts, diffs, commits, sizes.
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// Docker's local volumes: create, ls, inspect, rm, prune.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
     /// Read a real Docker data root (never writes to it).
     #[command(subcommand)]
     Docker(DockerCommand),
     /// Compare the storage drivers on write-heavy workloads, as ratios to native.
     Bench(BenchArgs),
+    /// Live overlayfs events from the BPF probes: copy-ups, whiteouts, opaque dirs.
+    Trace(crate::commands::trace::TraceArgs),
+    /// Convert a stopped Docker's storage in place (aufs <-> overlay2).
+    #[command(subcommand)]
+    Migrate(crate::commands::migrate::MigrateCommand),
 }
 
 #[derive(Subcommand)]

@@ -14,4 +14,6 @@ pub mod features;
 pub mod fsutil;
 pub mod image;
 pub mod layer;
+pub mod migrate;
 pub mod sys;
+pub mod volume;

@@ -8,6 +8,7 @@ mod build_ebpf;
 mod ci;
 mod deps;
 mod run;
+mod vm_test;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +29,8 @@ enum Command {
     Ci(ci::Args),
     /// The main job: compare the storage drivers on write-heavy workloads.
     Bench(bench::Args),
+    /// Run privileged tests in a guest kernel (qemu) that has what the host lacks (dm-thin-pool).
+    VmTest(vm_test::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,5 +40,6 @@ fn main() -> anyhow::Result<()> {
         Command::BuildEbpf => build_ebpf::run(),
         Command::Ci(args) => ci::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::VmTest(args) => vm_test::run(&args),
     }
 }

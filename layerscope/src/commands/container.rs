@@ -1,11 +1,12 @@
 //! `layerscope container ...`: containers' storage: create (init + rw
-//! layers), mount, unmount, diff, commit, size, inspect, rm.
+//! layers, with volumes, binds and tmpfs mounts), mount, unmount, diff,
+//! commit, size, inspect, rm.
 
 use std::io::Write;
 
 use clap::Subcommand;
 use storage_core::archive::ChangeKind;
-use storage_core::container::ContainerStore;
+use storage_core::container::{ContainerStore, CreateOptions};
 use storage_core::image::ImageStore;
 
 #[derive(Subcommand)]
@@ -16,8 +17,17 @@ pub enum ContainerCommand {
         image: String,
         #[arg(long)]
         name: String,
+        /// Volume or bind mount: NAME:/path[:ro|:rw|:nocopy], /host/path:/path[:ro], or /path (anonymous).
+        #[arg(short = 'v', long = "volume")]
+        volumes: Vec<String>,
+        /// Long form: type=volume|bind|tmpfs,source=...,target=...[,readonly][,volume-nocopy].
+        #[arg(long = "mount")]
+        mounts: Vec<String>,
+        /// Mount every volume of another container: C[:ro|:rw].
+        #[arg(long = "volumes-from")]
+        volumes_from: Vec<String>,
     },
-    /// Mount the container's root; prints the merged path on the last line.
+    /// Mount the container's root and its volumes; prints the merged path on the last line.
     Mount { name: String },
     /// Unmount the container's root.
     Unmount { name: String },
@@ -43,7 +53,12 @@ pub enum ContainerCommand {
         json: bool,
     },
     /// Remove the container and its layers.
-    Rm { name: String },
+    Rm {
+        name: String,
+        /// Also remove its anonymous volumes (named volumes are kept).
+        #[arg(short = 'v', long = "volumes")]
+        volumes: bool,
+    },
 }
 
 pub fn run(
@@ -53,16 +68,29 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match command {
-        ContainerCommand::Create { image, name } => {
+        ContainerCommand::Create {
+            image,
+            name,
+            volumes,
+            mounts,
+            volumes_from,
+        } => {
+            let mut options = CreateOptions {
+                volumes,
+                mounts,
+                volumes_from,
+                image_volumes: Vec::new(),
+            };
             // An image reference or id first, as docker; else a layer.
             let top = if image == "scratch" {
                 None
             } else if let Ok(found) = images.get(&image) {
+                options.image_volumes = image_volumes(&found.raw_config);
                 found.top_chain_id()
             } else {
                 Some(containers.layers().get(&image)?.chain_id)
             };
-            let container = containers.create(&name, &image, top.as_deref())?;
+            let container = containers.create_with(&name, &image, top.as_deref(), &options)?;
             writeln!(stdout, "{}", container.id)?;
         }
         ContainerCommand::Mount { name } => {
@@ -120,7 +148,9 @@ pub fn run(
         }
         ContainerCommand::Inspect { name } => {
             let container = containers.find(&name)?;
-            serde_json::to_writer_pretty(&mut stdout, &container)?;
+            let mut value = serde_json::to_value(&container)?;
+            value["Mounts"] = serde_json::to_value(containers.mounts(&container))?;
+            serde_json::to_writer_pretty(&mut stdout, &value)?;
             writeln!(stdout)?;
         }
         ContainerCommand::Ls { json } => {
@@ -141,11 +171,25 @@ pub fn run(
                 }
             }
         }
-        ContainerCommand::Rm { name } => {
+        ContainerCommand::Rm { name, volumes } => {
             let container = containers.find(&name)?;
-            containers.remove(&container)?;
+            containers.remove_with_volumes(&container, volumes)?;
             writeln!(stdout, "{}", container.short_name())?;
         }
     }
     Ok(())
+}
+
+/// The image config's `config.Volumes` (Dockerfile `VOLUME`): anonymous
+/// volumes every container of the image gets.
+fn image_volumes(raw_config: &[u8]) -> Vec<String> {
+    serde_json::from_slice::<serde_json::Value>(raw_config)
+        .ok()
+        .and_then(|v| {
+            v.get("config")?
+                .get("Volumes")?
+                .as_object()
+                .map(|m| m.keys().cloned().collect())
+        })
+        .unwrap_or_default()
 }

@@ -6,7 +6,10 @@ pub mod docker;
 pub mod doctor;
 pub mod image;
 pub mod layer;
+pub mod migrate;
 pub mod store;
+pub mod trace;
+pub mod volume;
 
 use crate::cli::{Cli, Command, DockerCommand, ImageCommand};
 
@@ -36,6 +39,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Docker(DockerCommand::Inspect { docker_root, table }) => {
             docker::inspect(&docker_root, !table)
         }
+        Command::Volume(command) => volume::run(&cli.root, command),
         Command::Bench(args) => bench::run(args),
+        Command::Trace(args) => trace::run(&cli.root, args),
+        Command::Migrate(command) => migrate::run(command),
     }
 }

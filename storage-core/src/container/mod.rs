@@ -2,10 +2,15 @@
 //! of an image's top layer, recorded in Docker's layout
 //! (`<root>/containers/<id>/config.v2.json`, `layerdb/mounts/<id>/`), with
 //! mount/unmount, `docker diff`-style changes, commit into a new layer, and
-//! `docker ps -s` sizes.
+//! `docker ps -s` sizes. Volumes and bind mounts (`MountPoints`) are in
+//! [`mounts`].
 
 pub mod init_layer;
+pub mod mounts;
 
+pub use mounts::CreateOptions;
+
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::archive::Change;
 use crate::fsutil;
 use crate::layer::{LayerError, LayerInfo, LayerStore, RwLayer};
+use crate::volume::{ApiMountPoint, MountPoint, VolumeError, VolumeStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
@@ -24,7 +30,7 @@ pub enum ContainerError {
     #[error("container name {name:?}: already in use by {id}")]
     NameInUse { name: String, id: String },
 
-    #[error("container name {name:?}: invalid (want [a-zA-Z0-9][a-zA-Z0-9_.-]*)")]
+    #[error("container name {name:?}: invalid (want [a-zA-Z0-9][a-zA-Z0-9_.-]+)")]
     InvalidName { name: String },
 
     #[error("{}: {op}: {source}", path.display())]
@@ -40,6 +46,9 @@ pub enum ContainerError {
 
     #[error(transparent)]
     Layer(#[from] LayerError),
+
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
 }
 
 fn io_err(
@@ -66,12 +75,20 @@ pub struct Container {
     pub driver: String,
     #[serde(rename = "Created")]
     pub created: String,
+    /// Volumes, binds and tmpfs mounts by destination, as Docker's.
+    #[serde(rename = "MountPoints", default)]
+    pub mount_points: BTreeMap<String, MountPoint>,
 }
 
 impl Container {
     /// The name without Docker's leading slash.
     pub fn short_name(&self) -> &str {
         self.name.trim_start_matches('/')
+    }
+
+    /// `docker inspect`'s `Mounts`, sorted by destination.
+    pub fn mounts(&self) -> Vec<ApiMountPoint> {
+        self.mount_points.values().map(MountPoint::to_api).collect()
     }
 }
 
@@ -85,6 +102,7 @@ pub struct ContainerSize {
 pub struct ContainerStore<'a> {
     dir: PathBuf,
     layers: &'a LayerStore,
+    volumes: VolumeStore,
 }
 
 impl<'a> ContainerStore<'a> {
@@ -92,11 +110,39 @@ impl<'a> ContainerStore<'a> {
     pub fn open(root: &Path, layers: &'a LayerStore) -> Result<Self, ContainerError> {
         let dir = root.join("containers");
         fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
-        Ok(Self { dir, layers })
+        let volumes = VolumeStore::open(root)?;
+        Ok(Self {
+            dir,
+            layers,
+            volumes,
+        })
     }
 
     pub fn layers(&self) -> &LayerStore {
         self.layers
+    }
+
+    /// The volumes of the same data root.
+    pub fn volumes(&self) -> &VolumeStore {
+        &self.volumes
+    }
+
+    /// `docker inspect`'s `Mounts`: [`Container::mounts`] with the path of
+    /// every volume filled in, as Docker's `MountPoint.Path()` does.
+    pub fn mounts(&self, container: &Container) -> Vec<ApiMountPoint> {
+        let mut mounts = container.mounts();
+        for m in &mut mounts {
+            if m.source.is_empty() && m.kind == "volume" {
+                m.source = self
+                    .volumes
+                    .dir()
+                    .join(&m.name)
+                    .join(crate::volume::store::DATA_DIR)
+                    .display()
+                    .to_string();
+            }
+        }
+        mounts
     }
 
     /// Creates container `name` on the layer `top` (a chain-id; `None` for
@@ -107,28 +153,67 @@ impl<'a> ContainerStore<'a> {
         image: &str,
         top: Option<&str>,
     ) -> Result<Container, ContainerError> {
+        self.create_with(name, image, top, &CreateOptions::default())
+    }
+
+    /// [`create`](Self::create) with volumes, binds, tmpfs mounts and
+    /// `--volumes-from`. Every spec is checked before anything is made;
+    /// destinations are checked inside the image's root; volumes are
+    /// created and referenced under the volume store's lock together with
+    /// the config write, and rolled back on any failure.
+    pub fn create_with(
+        &self,
+        name: &str,
+        image: &str,
+        top: Option<&str>,
+        options: &CreateOptions,
+    ) -> Result<Container, ContainerError> {
         check_name(name)?;
-        if let Ok(existing) = self.find(name) {
+        // By name only: a new name may well be a prefix of some id.
+        if let Some(existing) = self.list()?.into_iter().find(|c| c.short_name() == name) {
             return Err(ContainerError::NameInUse {
                 name: name.to_string(),
                 id: existing.id,
             });
         }
+        let mut points = mounts::plan(self, options)?;
         let id = fsutil::random_hex_id();
         self.layers.create_rw(&id, top, Some(&init_layer::setup))?;
-        let container = Container {
+        let mut container = Container {
             id: id.clone(),
             name: format!("/{name}"),
             image: image.to_string(),
             driver: self.layers.driver().name().to_string(),
             created: now_rfc3339(),
+            mount_points: BTreeMap::new(),
         };
         let written = (|| {
-            let dir = self.dir.join(&id);
-            fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
-            let json = serde_json::to_vec(&container).expect("container config serializes");
-            let path = dir.join("config.v2.json");
-            fsutil::write_atomic(&path, &json, 0o600).map_err(io_err("write", &path))
+            if !points.is_empty() {
+                let root = self.mount_rootfs(&container)?;
+                let checked = mounts::check_destinations(&root, &points);
+                let _ = self.unmount_rootfs(&container);
+                checked?;
+            }
+            let mut locked = self.volumes.lock()?;
+            let created = mounts::register(&mut locked, &id, &mut points)?;
+            container.mount_points = points
+                .iter()
+                .map(|m| (m.destination.clone(), m.clone()))
+                .collect();
+            let config = (|| {
+                let dir = self.dir.join(&id);
+                fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+                let json = serde_json::to_vec(&container).expect("container config serializes");
+                let path = dir.join("config.v2.json");
+                fsutil::write_atomic(&path, &json, 0o600).map_err(io_err("write", &path))
+            })();
+            if config.is_err() {
+                mounts::unregister(&mut locked, &id, &points, false);
+                for name in created {
+                    let _ = locked.remove(&name);
+                }
+            }
+            config
         })();
         if let Err(e) = written {
             let _ = self.layers.remove_rw(&id);
@@ -181,8 +266,24 @@ impl<'a> ContainerStore<'a> {
         Ok(self.layers.rw_layer(&container.id)?)
     }
 
-    /// Mounts the container's root filesystem and returns its path.
+    /// Mounts the container's root filesystem, then its volumes, binds and
+    /// tmpfs mounts inside it, and returns the root's path.
     pub fn mount(&self, container: &Container) -> Result<PathBuf, ContainerError> {
+        let root = self.mount_rootfs(container)?;
+        if let Err(e) = mounts::mount_all(self, container, &root) {
+            let _ = self.unmount_rootfs(container);
+            return Err(e);
+        }
+        Ok(root)
+    }
+
+    /// Unmounts the container's mounts (children first), then its root.
+    pub fn unmount(&self, container: &Container) -> Result<(), ContainerError> {
+        mounts::unmount_all(self, container)?;
+        self.unmount_rootfs(container)
+    }
+
+    fn mount_rootfs(&self, container: &Container) -> Result<PathBuf, ContainerError> {
         let rw = self.rw(container)?;
         Ok(self
             .layers
@@ -191,7 +292,7 @@ impl<'a> ContainerStore<'a> {
             .map_err(LayerError::from)?)
     }
 
-    pub fn unmount(&self, container: &Container) -> Result<(), ContainerError> {
+    fn unmount_rootfs(&self, container: &Container) -> Result<(), ContainerError> {
         let rw = self.rw(container)?;
         self.layers
             .driver()
@@ -282,8 +383,31 @@ impl<'a> ContainerStore<'a> {
         })
     }
 
-    /// Removes the container: unmounts, removes its layers and config.
+    /// Removes the container: unmounts, removes its layers and config,
+    /// and drops its volume references (volumes stay).
     pub fn remove(&self, container: &Container) -> Result<(), ContainerError> {
+        self.remove_with_volumes(container, false)
+    }
+
+    /// [`remove`](Self::remove); with `remove_volumes` (`rm -v`) also its
+    /// anonymous volumes that no other container uses. Named volumes and
+    /// bind sources are never touched.
+    pub fn remove_with_volumes(
+        &self,
+        container: &Container,
+        remove_volumes: bool,
+    ) -> Result<(), ContainerError> {
+        mounts::unmount_all(self, container)?;
+        self.remove_layers_and_config(container)?;
+        if !container.mount_points.is_empty() {
+            let points: Vec<MountPoint> = container.mount_points.values().cloned().collect();
+            let mut locked = self.volumes.lock()?;
+            mounts::unregister(&mut locked, &container.id, &points, remove_volumes);
+        }
+        Ok(())
+    }
+
+    fn remove_layers_and_config(&self, container: &Container) -> Result<(), ContainerError> {
         let dir = self.dir.join(&container.id);
         let config = dir.join("config.v2.json");
         // The config goes first: a crash afterwards leaves layers that the
@@ -302,7 +426,9 @@ impl<'a> ContainerStore<'a> {
 
 fn check_name(name: &str) -> Result<(), ContainerError> {
     let mut bytes = name.bytes();
-    let valid = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
+    // Docker's validContainerNamePattern: two characters at least.
+    let valid = name.len() >= 2
+        && bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
         && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     if valid {
         Ok(())
@@ -359,6 +485,7 @@ mod tests {
     #[test]
     fn names_follow_dockers_rule() {
         assert!(check_name("web-1").is_ok());
+        assert!(check_name("c").is_err(), "docker wants two characters");
         assert!(check_name("_x").is_err());
         assert!(check_name("a/b").is_err());
         assert!(check_name("").is_err());

@@ -4,6 +4,7 @@
 //! [`Driver`]; the layer store, containers, the conformance suite and the
 //! benchmarks only ever talk to this trait.
 
+pub mod devmapper;
 pub mod error;
 pub mod mountref;
 pub mod overlay2;
@@ -113,6 +114,10 @@ pub fn open(
 ) -> Result<Box<dyn Driver>, DriverError> {
     match name {
         "overlay2" => Ok(Box::new(overlay2::Overlay2::open(
+            &root.join(name),
+            options,
+        )?)),
+        "devicemapper" => Ok(Box::new(devmapper::DevMapper::open(
             &root.join(name),
             options,
         )?)),
