@@ -22,6 +22,9 @@ pub enum BenchError {
         source: std::io::Error,
     },
 
+    #[error("interrupted: every mount, loop device and scratch file was removed")]
+    Interrupted,
+
     #[error("{}: {op}: {source}", path.display())]
     Io {
         op: &'static str,

@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use serde::Serialize;
 
 use crate::BenchError;
@@ -33,10 +35,37 @@ pub struct Progress {
     pub repeat: usize,
 }
 
+/// Set by Ctrl-C (SIGINT) or SIGTERM: the run stops before the next step
+/// and returns [`BenchError::Interrupted`], so every scratch filesystem,
+/// mount and loop device is torn down by its owner's `Drop`.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Installs the Ctrl-C handler once per process; a second Ctrl-C while
+/// cleaning up is ignored, so cleanup is never cut short.
+fn catch_interrupts() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let _ = ctrlc::set_handler(|| {
+            if !INTERRUPTED.swap(true, Ordering::SeqCst) {
+                eprintln!("\nbench: interrupted, cleaning up");
+            }
+        });
+    });
+}
+
+fn check_interrupted() -> Result<(), BenchError> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        Err(BenchError::Interrupted)
+    } else {
+        Ok(())
+    }
+}
+
 pub fn run_bench(
     config: &BenchConfig,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Results, BenchError> {
+    catch_interrupts();
     let targets = config
         .targets
         .iter()
@@ -56,6 +85,7 @@ pub fn run_bench(
         let fs = target.filesystem(config.scale.filesystem_bytes())?;
         for workload in &workload_list {
             for repeat in 0..config.repeat.max(1) {
+                check_interrupted()?;
                 step += 1;
                 progress(&Progress {
                     step,

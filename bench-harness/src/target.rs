@@ -6,8 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use storage_core::driver::overlay2::Overlay2;
-use storage_core::driver::{CreateOpts, Driver, DriverOptions};
+use storage_core::driver::{self, CreateOpts, Driver, DriverOptions};
 use testkit::{FsKind, ScratchFs};
 
 use crate::BenchError;
@@ -18,12 +17,22 @@ pub const TARGET_NAMES: &[&str] = &[
     "overlay2-xfs-reflink",
     "overlay2-metacopy",
     "overlay2-volatile",
+    "vfs-ext4",
+    "vfs-xfs-reflink",
+    "btrfs",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Native,
-    Overlay2 { metacopy: bool, volatile: bool },
+    Overlay2 {
+        metacopy: bool,
+        volatile: bool,
+    },
+    /// Full copies per layer (FICLONE where the filesystem can).
+    Vfs,
+    /// Subvolumes and snapshots.
+    Btrfs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +78,9 @@ impl Target {
                     volatile: true,
                 },
             ),
+            "vfs-ext4" => ("vfs-ext4", FsKind::Ext4, Kind::Vfs),
+            "vfs-xfs-reflink" => ("vfs-xfs-reflink", FsKind::Xfs { reflink: true }, Kind::Vfs),
+            "btrfs" => ("btrfs", FsKind::Btrfs, Kind::Btrfs),
             other => return Err(BenchError::UnknownTarget(other.to_string())),
         };
         Ok(Self { name, fs, kind })
@@ -83,6 +95,8 @@ impl Target {
         match self.kind {
             Kind::Native => "native",
             Kind::Overlay2 { .. } => "overlay2",
+            Kind::Vfs => "vfs",
+            Kind::Btrfs => "btrfs",
         }
     }
 
@@ -99,7 +113,7 @@ impl Target {
 pub struct Stack {
     target: Target,
     native_dir: PathBuf,
-    driver: Option<Overlay2>,
+    driver: Option<Box<dyn Driver>>,
     base_id: String,
     rw_id: String,
     mounted: bool,
@@ -112,13 +126,13 @@ impl Stack {
             what,
         };
         let native_dir = fs.path().join(format!("native-{label}"));
+        let mut options = DriverOptions::default();
         let driver = match target.kind {
             Kind::Native => {
                 std::fs::create_dir_all(&native_dir).map_err(|e| setup(e.to_string()))?;
                 None
             }
             Kind::Overlay2 { metacopy, volatile } => {
-                let mut options = DriverOptions::default();
                 if metacopy {
                     options
                         .storage_opt
@@ -129,8 +143,15 @@ impl Stack {
                         .storage_opt
                         .insert("overlay2.volatile".into(), "on".into());
                 }
-                let driver = Overlay2::open(&fs.path().join("overlay2"), &options)
-                    .map_err(|e| setup(e.to_string()))?;
+                Some(target.driver_name())
+            }
+            Kind::Vfs | Kind::Btrfs => Some(target.driver_name()),
+        };
+        let driver = match driver {
+            None => None,
+            Some(name) => {
+                let driver =
+                    driver::open(name, fs.path(), &options).map_err(|e| setup(e.to_string()))?;
                 driver
                     .create(&format!("{label}-image"), None, &CreateOpts::default())
                     .map_err(|e| setup(e.to_string()))?;

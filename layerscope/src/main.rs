@@ -9,6 +9,24 @@ mod commands;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // The aufs driver's FUSE union re-executes this binary to serve a
+    // mount that outlives the command that made it.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == "__union-serve")
+    {
+        return match storage_core::unionfs::serve_from_env() {
+            Some(Ok(())) => std::process::ExitCode::SUCCESS,
+            Some(Err(e)) => {
+                eprintln!("layerscope __union-serve: {e}");
+                std::process::ExitCode::FAILURE
+            }
+            None => {
+                eprintln!("layerscope __union-serve: LAYERSCOPE_UNION_SERVE not set");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let cli = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -118,7 +118,14 @@ pub fn supports_reflink(dir: &Path) -> bool {
     };
     let src_path = scratch.path().join("a");
     let dst_path = scratch.path().join("b");
-    let Ok(mut src) = File::create(&src_path) else {
+    // FICLONE reads the source: it must be open for reading too.
+    let Ok(mut src) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&src_path)
+    else {
         return false;
     };
     if src

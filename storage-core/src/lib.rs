@@ -16,4 +16,5 @@ pub mod image;
 pub mod layer;
 pub mod migrate;
 pub mod sys;
+pub mod unionfs;
 pub mod volume;

@@ -4,10 +4,14 @@
 //! [`Driver`]; the layer store, containers, the conformance suite and the
 //! benchmarks only ever talk to this trait.
 
+pub mod aufs;
+pub mod btrfs;
 pub mod devmapper;
 pub mod error;
 pub mod mountref;
+pub mod naive;
 pub mod overlay2;
+pub mod vfs;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -117,10 +121,13 @@ pub fn open(
             &root.join(name),
             options,
         )?)),
+        "vfs" => Ok(Box::new(vfs::Vfs::open(&root.join(name), options)?)),
+        "btrfs" => Ok(Box::new(btrfs::Btrfs::open(&root.join(name), options)?)),
         "devicemapper" => Ok(Box::new(devmapper::DevMapper::open(
             &root.join(name),
             options,
         )?)),
+        "aufs" => Ok(Box::new(aufs::Aufs::open(&root.join(name), options)?)),
         _ if DRIVER_NAMES.contains(&name) => Err(DriverError::Unavailable {
             driver: name.to_string(),
             why: "not implemented in this build yet".to_string(),
