@@ -11,6 +11,9 @@ pub enum BenchError {
     #[error("unknown workload {0:?} (known: {known})", known = crate::workloads::WORKLOAD_NAMES.join(", "))]
     UnknownWorkload(String),
 
+    #[error("driver {target} unavailable: {why}")]
+    Unavailable { target: String, why: String },
+
     #[error("driver {target}: {what}")]
     Setup { target: String, what: String },
 

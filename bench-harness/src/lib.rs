@@ -8,12 +8,14 @@
 //! - [`stats`]: latency histograms and device counters;
 //! - [`report`]: `results.json` and `summary.md`; [`plots`]: SVG charts;
 //!   [`metrics`]: a Prometheus textfile; [`baseline`]: regression checks;
+//! - [`probes`]: the overlayfs counters that say why a result is what it is;
 //! - [`run`]: the loop over drivers and workloads.
 
 pub mod baseline;
 pub mod error;
 pub mod metrics;
 pub mod plots;
+pub mod probes;
 pub mod report;
 pub mod run;
 pub mod scale;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::BenchError;
+use crate::probes::ProbeCounters;
 use crate::run::BenchConfig;
 use crate::scale::Scale;
 use crate::stats::LatencySummary;
@@ -33,6 +34,16 @@ pub struct ResultRow {
     /// Bytes the target's block device received during the workload
     /// (all outcomes of one workload run share it).
     pub device_bytes_written: Option<u64>,
+    /// The overlayfs work the workload run caused, from the BPF probes
+    /// (all outcomes of one run share it; absent without probes).
+    pub probes: Option<ProbeCounters>,
+}
+
+/// A target that could not run here, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unavailable {
+    pub target: String,
+    pub why: String,
 }
 
 /// A target's p50 latency over native's for one workload: the median over
@@ -62,6 +73,10 @@ pub struct Results {
     pub duration_seconds: f64,
     pub rows: Vec<ResultRow>,
     pub ratios: Vec<Ratio>,
+    /// Targets asked for that this kernel cannot run.
+    pub unavailable: Vec<Unavailable>,
+    /// The probe strategy that produced the counters, or why none did.
+    pub probe_strategy: String,
 }
 
 impl Results {
@@ -82,6 +97,8 @@ impl Results {
             duration_seconds: took.as_secs_f64(),
             rows,
             ratios,
+            unavailable: Vec::new(),
+            probe_strategy: String::new(),
         }
     }
 
@@ -164,6 +181,13 @@ impl Results {
             let _ = writeln!(md, " {} |", best.map(|(t, _)| t).unwrap_or("-"));
         }
         let _ = writeln!(md);
+        self.why_table(&mut md, &compared, &workloads);
+        for u in &self.unavailable {
+            let _ = writeln!(md, "- **{}** unavailable: {}", u.target, u.why);
+        }
+        if !self.unavailable.is_empty() {
+            let _ = writeln!(md);
+        }
         if let Some((w, t, v)) = worst {
             let _ = writeln!(
                 md,
@@ -174,6 +198,70 @@ impl Results {
             );
         }
         md
+    }
+
+    /// Why: the overlayfs work each workload caused on each target (first
+    /// repeat), from the BPF probes.
+    fn why_table(&self, md: &mut String, targets: &[&str], workloads: &[&str]) {
+        if self.rows.iter().all(|r| r.probes.is_none()) {
+            let _ = writeln!(md, "Probe counters: {}.\n", self.probe_strategy);
+            return;
+        }
+        let _ = writeln!(
+            md,
+            "## Why: overlayfs work per workload (copy-ups data/metadata/dir, bytes copied up, whiteouts)\n\n\
+             Probes: {}. Targets without overlayfs show none.\n",
+            self.probe_strategy
+        );
+        let _ = write!(md, "| workload |");
+        for t in targets {
+            let _ = write!(md, " {t} |");
+        }
+        let _ = writeln!(md);
+        let _ = write!(md, "|---|");
+        for _ in targets {
+            let _ = write!(md, "---|");
+        }
+        let _ = writeln!(md);
+        let mut seen_runs = Vec::new();
+        for w in workloads {
+            // Outcomes of one run share counters: show them once per run.
+            let run = w.split('/').next().unwrap_or(w);
+            if seen_runs.contains(&run) {
+                continue;
+            }
+            seen_runs.push(run);
+            let _ = write!(md, "| {run} |");
+            for t in targets {
+                let row = self.rows.iter().find(|r| {
+                    &r.target == t && r.workload.split('/').next() == Some(run) && r.repeat == 0
+                });
+                // The tracepoint strategy infers copy-ups from ext4's inode
+                // tracepoints: an xfs upper is not traced yet.
+                if row.is_some_and(|r| r.driver == "overlay2" && r.filesystem == "xfs") {
+                    let _ = write!(md, " not traced (xfs upper) |");
+                    continue;
+                }
+                match row.and_then(|r| r.probes.as_ref()) {
+                    Some(c) => {
+                        let _ = write!(
+                            md,
+                            " {}/{}/{}, {}, {} |",
+                            c.copy_ups_data,
+                            c.copy_ups_metadata,
+                            c.copy_ups_dir,
+                            human_bytes(c.copy_up_bytes),
+                            c.whiteouts
+                        );
+                    }
+                    None => {
+                        let _ = write!(md, " - |");
+                    }
+                }
+            }
+            let _ = writeln!(md);
+        }
+        let _ = writeln!(md);
     }
 
     fn median_p50(&self, workload: &str, target: &str) -> Option<f64> {
@@ -259,6 +347,21 @@ fn unique<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
         }
     }
     seen
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 fn format_seconds(seconds: f64) -> String {

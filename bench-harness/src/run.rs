@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::Serialize;
 
 use crate::BenchError;
-use crate::report::{ResultRow, Results};
+use crate::probes::{ProbeCounters, Probes};
+use crate::report::{ResultRow, Results, Unavailable};
 use crate::scale::Scale;
 use crate::stats::device_bytes_written;
 use crate::target::{Stack, Target};
@@ -81,7 +82,9 @@ pub fn run_bench(
     let mut rows = Vec::new();
     let started = Instant::now();
 
-    for target in &targets {
+    let probes = Probes::start();
+    let mut unavailable = Vec::new();
+    'targets: for target in &targets {
         let fs = target.filesystem(config.scale.filesystem_bytes())?;
         for workload in &workload_list {
             for repeat in 0..config.repeat.max(1) {
@@ -100,15 +103,29 @@ pub fn run_bench(
                     source,
                 };
                 let label = format!("{}-{repeat}", workload.name());
-                let mut stack = Stack::new(*target, &fs, &label)?;
+                let mut stack = match Stack::new(*target, &fs, &label) {
+                    Ok(stack) => stack,
+                    Err(BenchError::Unavailable { target: name, why }) => {
+                        // Listed with its reason; the run goes on without it.
+                        step += workload_list.len() * config.repeat.max(1) - 1;
+                        unavailable.push(Unavailable { target: name, why });
+                        drop(fs);
+                        continue 'targets;
+                    }
+                    Err(e) => return Err(e),
+                };
                 let image = stack.image_root()?;
                 workload.populate(&image, config.scale).map_err(wl_error)?;
                 sync_filesystem(fs.path()).map_err(wl_error)?;
                 let root = stack.container_root()?;
                 let written_before = fs.device().and_then(device_bytes_written);
+                let probes_before = probes.totals();
                 let outcomes = workload.run(&root, config.scale).map_err(wl_error)?;
                 sync_filesystem(fs.path()).map_err(wl_error)?;
                 let written_after = fs.device().and_then(device_bytes_written);
+                let probe_counters = probes_before
+                    .zip(probes.totals())
+                    .map(|(before, after)| ProbeCounters::between(&before, &after));
                 let device_bytes = written_before
                     .zip(written_after)
                     .map(|(before, after)| after.saturating_sub(before));
@@ -132,6 +149,7 @@ pub fn run_bench(
                         },
                         bytes_written: outcome.bytes,
                         device_bytes_written: device_bytes,
+                        probes: probe_counters.clone(),
                     });
                 }
             }
@@ -141,5 +159,8 @@ pub fn run_bench(
             what: e.to_string(),
         })?;
     }
-    Ok(Results::new(config, rows, started.elapsed()))
+    let mut results = Results::new(config, rows, started.elapsed());
+    results.unavailable = unavailable;
+    results.probe_strategy = probes.describe();
+    Ok(results)
 }

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use storage_core::driver::{self, CreateOpts, Driver, DriverOptions};
+use storage_core::driver::{self, CreateOpts, Driver, DriverError, DriverOptions};
 use testkit::{FsKind, ScratchFs};
 
 use crate::BenchError;
@@ -20,6 +20,8 @@ pub const TARGET_NAMES: &[&str] = &[
     "vfs-ext4",
     "vfs-xfs-reflink",
     "btrfs",
+    "aufs-ext4",
+    "devicemapper",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +35,10 @@ enum Kind {
     Vfs,
     /// Subvolumes and snapshots.
     Btrfs,
+    /// aufs layout on layerscope's FUSE union (kernel aufs where present).
+    Aufs,
+    /// dm-thin snapshots (where the kernel has dm-thin-pool).
+    DevMapper,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +87,8 @@ impl Target {
             "vfs-ext4" => ("vfs-ext4", FsKind::Ext4, Kind::Vfs),
             "vfs-xfs-reflink" => ("vfs-xfs-reflink", FsKind::Xfs { reflink: true }, Kind::Vfs),
             "btrfs" => ("btrfs", FsKind::Btrfs, Kind::Btrfs),
+            "aufs-ext4" => ("aufs-ext4", FsKind::Ext4, Kind::Aufs),
+            "devicemapper" => ("devicemapper", FsKind::Ext4, Kind::DevMapper),
             other => return Err(BenchError::UnknownTarget(other.to_string())),
         };
         Ok(Self { name, fs, kind })
@@ -97,6 +105,8 @@ impl Target {
             Kind::Overlay2 { .. } => "overlay2",
             Kind::Vfs => "vfs",
             Kind::Btrfs => "btrfs",
+            Kind::Aufs => "aufs",
+            Kind::DevMapper => "devicemapper",
         }
     }
 
@@ -145,13 +155,29 @@ impl Stack {
                 }
                 Some(target.driver_name())
             }
-            Kind::Vfs | Kind::Btrfs => Some(target.driver_name()),
+            Kind::Vfs | Kind::Btrfs | Kind::Aufs => Some(target.driver_name()),
+            Kind::DevMapper => {
+                // A small loop-lvm pool on the target's filesystem.
+                for (key, value) in [
+                    ("dm.loopdatasize", "8G"),
+                    ("dm.loopmetadatasize", "256M"),
+                    ("dm.basesize", "4G"),
+                ] {
+                    options.storage_opt.insert(key.into(), value.into());
+                }
+                Some(target.driver_name())
+            }
         };
         let driver = match driver {
             None => None,
             Some(name) => {
-                let driver =
-                    driver::open(name, fs.path(), &options).map_err(|e| setup(e.to_string()))?;
+                let driver = driver::open(name, fs.path(), &options).map_err(|e| match e {
+                    DriverError::Unavailable { why, .. } => BenchError::Unavailable {
+                        target: target.name.to_string(),
+                        why,
+                    },
+                    other => setup(other.to_string()),
+                })?;
                 driver
                     .create(&format!("{label}-image"), None, &CreateOpts::default())
                     .map_err(|e| setup(e.to_string()))?;
