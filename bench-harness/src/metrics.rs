@@ -1,7 +1,8 @@
 //! The run as Prometheus metrics: a textfile for node_exporter's textfile
 //! collector (`layerscope_bench.prom`), read by the Benchmark dashboard.
 //!
-//! - `layerscope_bench_latency_seconds{workload,target,quantile}`
+//! - `layerscope_bench_latency_seconds{workload,target,stat="p50|p90|p99|max"}`
+//!   (a `stat` label, not `quantile`: promtool refuses `quantile` on a gauge)
 //! - `layerscope_bench_ratio{workload,target,stat="p50|p99"}` (to native)
 //! - `layerscope_bench_ops_per_second{workload,target}`
 //! - `layerscope_bench_device_written_bytes{workload,target}`
@@ -27,22 +28,22 @@ pub fn textfile(results: &Results, timestamp_seconds: u64) -> String {
     family(
         &mut out,
         "layerscope_bench_latency_seconds",
-        "Operation latency of a workload on a target, by quantile (median over repeats).",
+        "Operation latency of a workload on a target, by statistic p50, p90, p99, max (median over repeats).",
     );
     for (workload, target) in &series {
         let rows = rows_of(workload, target);
-        let quantiles: [(&str, Pick); 4] = [
-            ("0.5", |r| r.latency.p50_seconds),
-            ("0.9", |r| r.latency.p90_seconds),
-            ("0.99", |r| r.latency.p99_seconds),
-            ("1", |r| r.latency.max_seconds),
+        let stats: [(&str, Pick); 4] = [
+            ("p50", |r| r.latency.p50_seconds),
+            ("p90", |r| r.latency.p90_seconds),
+            ("p99", |r| r.latency.p99_seconds),
+            ("max", |r| r.latency.max_seconds),
         ];
-        for (quantile, pick) in quantiles {
+        for (stat, pick) in stats {
             let value = median(rows.iter().map(|r| pick(r)).collect());
             let labels = labels(workload, target);
             let _ = writeln!(
                 out,
-                "layerscope_bench_latency_seconds{{{labels},quantile=\"{quantile}\"}} {value}"
+                "layerscope_bench_latency_seconds{{{labels},stat=\"{stat}\"}} {value}"
             );
         }
     }
@@ -161,4 +162,89 @@ fn escape(value: &str) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{Machine, Ratio};
+    use crate::scale::Scale;
+    use crate::stats::LatencySummary;
+
+    fn row(target: &str, p50: f64) -> ResultRow {
+        ResultRow {
+            target: target.into(),
+            driver: "overlay2".into(),
+            filesystem: "ext4".into(),
+            workload: "copy-up/4KiB".into(),
+            repeat: 0,
+            latency: LatencySummary {
+                count: 8,
+                p50_seconds: p50,
+                p90_seconds: p50 * 2.0,
+                p99_seconds: p50 * 3.0,
+                max_seconds: p50 * 4.0,
+                mean_seconds: p50,
+            },
+            ops: 8,
+            elapsed_seconds: 0.1,
+            ops_per_second: 80.0,
+            bytes_written: 8,
+            device_bytes_written: Some(4096),
+            probes: None,
+        }
+    }
+
+    #[test]
+    fn the_textfile_passes_promtool() {
+        let results = Results {
+            schema_version: crate::report::SCHEMA_VERSION,
+            scale: Scale::Tiny,
+            repeat: 1,
+            machine: Machine {
+                kernel: "test".into(),
+                cpus: 2,
+            },
+            duration_seconds: 1.5,
+            rows: vec![row("native", 1e-5), row("overlay2-ext4", 1e-3)],
+            ratios: vec![Ratio {
+                workload: "copy-up/4KiB".into(),
+                target: "overlay2-ext4".into(),
+                p50_ratio: 100.0,
+                p99_ratio: 100.0,
+                p50_ratio_min: 100.0,
+                p50_ratio_max: 100.0,
+            }],
+            unavailable: Vec::new(),
+            probe_strategy: String::new(),
+        };
+        let text = textfile(&results, 1_700_000_000);
+        assert!(text.contains(
+            "layerscope_bench_ratio{workload=\"copy-up/4KiB\",target=\"overlay2-ext4\",stat=\"p50\"} 100"
+        ));
+        let mut promtool = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool (installed by cargo xtask deps, package prometheus)");
+        use std::io::Write;
+        promtool
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = promtool.wait_with_output().unwrap();
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && report.trim().is_empty(),
+            "{report}\n{text}"
+        );
+    }
 }

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::commands::bench::BenchArgs;
 use crate::commands::container::ContainerCommand;
 use crate::commands::layer::LayerCommand;
+use crate::commands::sidecar::SidecarArgs;
 use crate::commands::volume::VolumeCommand;
 
 #[derive(Parser)]
@@ -66,6 +67,8 @@ pub enum Command {
     Docker(DockerCommand),
     /// Compare the storage drivers on write-heavy workloads, as ratios to native.
     Bench(BenchArgs),
+    /// Serve Prometheus metrics (/metrics) and health (/healthz) until SIGTERM.
+    Sidecar(SidecarArgs),
     /// Live overlayfs events from the BPF probes: copy-ups, whiteouts, opaque dirs.
     Trace(crate::commands::trace::TraceArgs),
     /// Convert a stopped Docker's storage in place (aufs <-> overlay2).

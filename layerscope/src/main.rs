@@ -5,6 +5,7 @@
 
 mod cli;
 mod commands;
+mod sidecar;
 
 use clap::Parser;
 

@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod image;
 pub mod layer;
 pub mod migrate;
+pub mod sidecar;
 pub mod store;
 pub mod trace;
 pub mod volume;
@@ -41,6 +42,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Volume(command) => volume::run(&cli.root, command),
         Command::Bench(args) => bench::run(args),
+        Command::Sidecar(args) => sidecar::run(&cli.root, &cli.driver, &cli.storage_opt, args),
         Command::Trace(args) => trace::run(&cli.root, args),
         Command::Migrate(command) => migrate::run(command),
     }
