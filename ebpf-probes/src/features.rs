@@ -12,7 +12,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use aya::Btf;
-use storage_core::features::{Feature, errno_name};
+use storage_core::features::{Failed, Feature, errno_name};
 use storage_core::sys::mount::{self, MountFlags};
 
 use crate::sys::{self, ProgLoad, attach_type, prog_type};
@@ -36,27 +36,6 @@ const KERNEL_FUNCTION: &str = "vfs_read";
 const KERNEL_FUNCTION_C: &CStr = c"vfs_read";
 /// A function of overlayfs the fentry strategy attaches to.
 const OVERLAY_FUNCTION: &str = "ovl_copy_up_flags";
-
-/// One failed step of a probe: the call and why, e.g. `bpf_prog_load: EPERM`.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{call}: {cause}")]
-struct Failed {
-    call: String,
-    cause: String,
-}
-
-impl Failed {
-    fn new(call: impl Into<String>, cause: impl Into<String>) -> Self {
-        Self {
-            call: call.into(),
-            cause: cause.into(),
-        }
-    }
-
-    fn io(call: impl Into<String>, err: &io::Error) -> Self {
-        Self::new(call, errno_name(err))
-    }
-}
 
 type Step<T> = Result<T, Failed>;
 

@@ -196,26 +196,8 @@ pub struct Container {
     pub size_root_fs: Option<u64>,
 }
 
-/// chain-id(L1) = diff-id(L1); chain-id(Ln) = sha256(chain-id(Ln-1) + " " + diff-id(Ln)).
-pub fn chain_id(parent: Option<&str>, diff_id: &str) -> String {
-    match parent {
-        None => diff_id.to_string(),
-        Some(parent) => {
-            let digest = Sha256::digest(format!("{parent} {diff_id}").as_bytes());
-            format!("sha256:{}", hex::encode(digest))
-        }
-    }
-}
-
-/// The chain-ids of a stack of diff-ids, bottom first.
-pub fn chain_ids<S: AsRef<str>>(diff_ids: &[S]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
-    for diff_id in diff_ids {
-        let next = chain_id(out.last().map(String::as_str), diff_id.as_ref());
-        out.push(next);
-    }
-    out
-}
+/// Docker's layer identities, shared with the layer store.
+pub use crate::layer::chain::{chain_id, chain_ids};
 
 /// The storage drivers named under `<root>/image/`, sorted.
 pub fn drivers(root: &Path) -> Result<Vec<String>> {

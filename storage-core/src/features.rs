@@ -88,23 +88,24 @@ pub fn errno_code_name(code: i32) -> String {
     }
 }
 
-/// One failed step of a probe: the call and why, e.g. `FICLONE: EOPNOTSUPP`.
+/// One failed step of a probe: the call and why, e.g. `FICLONE: EOPNOTSUPP`
+/// (also used by ebpf-probes' BPF probes).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{call}: {cause}")]
-struct Failed {
-    call: String,
-    cause: String,
+pub struct Failed {
+    pub call: String,
+    pub cause: String,
 }
 
 impl Failed {
-    fn new(call: impl Into<String>, cause: impl Into<String>) -> Self {
+    pub fn new(call: impl Into<String>, cause: impl Into<String>) -> Self {
         Self {
             call: call.into(),
             cause: cause.into(),
         }
     }
 
-    fn io(call: impl Into<String>, err: &io::Error) -> Self {
+    pub fn io(call: impl Into<String>, err: &io::Error) -> Self {
         Self::new(call, errno_name(err))
     }
 

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use super::mountref::MountCounter;
 use super::{CreateOpts, Driver, DriverError, DriverOptions};
-use crate::archive::{self, AppliedLayer, ApplyOptions, Change, ChangeKind, WhiteoutFormat};
+use crate::archive::{self, AppliedLayer, Change, ChangeKind, WhiteoutFormat};
 use crate::fsutil;
 use crate::sys::mount;
 use crate::unionfs::{self, ServeArgs, UnionOptions};
@@ -756,18 +756,12 @@ impl Driver for Aufs {
     ) -> Result<AppliedLayer, DriverError> {
         self.existing(id)?;
         if !self.is_parent(id, parent) {
-            return Err(DriverError::NotFound {
-                id: format!(
-                    "{id} (parent {} is not its parent)",
-                    parent.unwrap_or("<none>")
-                ),
+            return Err(DriverError::NotParent {
+                id: id.to_string(),
+                parent: parent.unwrap_or("<none>").to_string(),
             });
         }
-        let target = self.diff_dir(id);
-        let options = ApplyOptions::new(WhiteoutFormat::Aufs);
-        let mut applied = archive::apply_layer(diff, &target, &options, tar_split)?;
-        applied.size = fsutil::directory_size(&target).map_err(DriverError::io("size", &target))?;
-        Ok(applied)
+        super::apply_to_diff_dir(&self.diff_dir(id), WhiteoutFormat::Aufs, diff, tar_split)
     }
 
     fn diff_size(&self, id: &str, parent: Option<&str>) -> Result<u64, DriverError> {

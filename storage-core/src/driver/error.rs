@@ -17,6 +17,9 @@ pub enum DriverError {
     #[error("layer {id}: not found")]
     NotFound { id: String },
 
+    #[error("layer {id}: {parent} is not its parent")]
+    NotParent { id: String, parent: String },
+
     #[error("layer {id}: already exists")]
     AlreadyExists { id: String },
 

@@ -138,6 +138,22 @@ pub fn open(
     }
 }
 
+/// Extracts a layer tar into a driver's diff directory with `format`'s
+/// whiteouts, and reports the layer's size as moby's drivers with a native
+/// diff do: the bytes in that directory (`directory.Size`).
+pub fn apply_to_diff_dir(
+    target: &Path,
+    format: crate::archive::WhiteoutFormat,
+    diff: &mut dyn Read,
+    tar_split: Option<&mut (dyn Write + Send)>,
+) -> Result<AppliedLayer, DriverError> {
+    let options = crate::archive::ApplyOptions::new(format);
+    let mut applied = crate::archive::apply_layer(diff, target, &options, tar_split)?;
+    applied.size =
+        crate::fsutil::directory_size(target).map_err(DriverError::io("size", target))?;
+    Ok(applied)
+}
+
 /// Bytes of the added and modified non-directories among `changes`, read
 /// under `root`, hard links once: moby's `archive.ChangesSize`, the naive
 /// `diff_size` of drivers without a native one.

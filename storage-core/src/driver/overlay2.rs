@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use super::mountref::MountCounter;
 use super::{CreateOpts, Driver, DriverError, DriverOptions};
-use crate::archive::{self, AppliedLayer, ApplyOptions, Change, WhiteoutFormat};
+use crate::archive::{self, AppliedLayer, Change, WhiteoutFormat};
 use crate::fsutil;
 use crate::sys::mount;
 
@@ -558,18 +558,12 @@ impl Driver for Overlay2 {
     ) -> Result<AppliedLayer, DriverError> {
         self.existing_dir(id)?;
         if !self.is_parent(id, parent) {
-            return Err(DriverError::NotFound {
-                id: format!(
-                    "{id} (parent {} is not its parent)",
-                    parent.unwrap_or("<none>")
-                ),
+            return Err(DriverError::NotParent {
+                id: id.to_string(),
+                parent: parent.unwrap_or("<none>").to_string(),
             });
         }
-        let target = self.diff_dir(id);
-        let options = ApplyOptions::new(WhiteoutFormat::Overlay);
-        let mut applied = archive::apply_layer(diff, &target, &options, tar_split)?;
-        applied.size = fsutil::directory_size(&target).map_err(DriverError::io("size", &target))?;
-        Ok(applied)
+        super::apply_to_diff_dir(&self.diff_dir(id), WhiteoutFormat::Overlay, diff, tar_split)
     }
 
     fn diff_size(&self, id: &str, parent: Option<&str>) -> Result<u64, DriverError> {

@@ -95,8 +95,25 @@ pub fn ensure_dirs(branches: &Branches, rel: &Path) -> io::Result<()> {
             .find(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()))
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
         let meta = fs::symlink_metadata(&source)?;
-        fs::create_dir(&target)?;
-        copy_metadata(&source, &meta, &target)?;
+        keeping_parent_times(&target, || {
+            fs::create_dir(&target)?;
+            copy_metadata(&source, &meta, &target)
+        })?;
+    }
+    Ok(())
+}
+
+/// Runs `make`, which creates `path`, and puts back the times its parent
+/// had: a copy-up is not a change of the directory holding it (overlayfs
+/// restores the parent's timestamps the same way, so `changes` does not
+/// list every ancestor of a copied-up file).
+fn keeping_parent_times(path: &Path, make: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let before = parent.and_then(|p| fs::symlink_metadata(p).ok());
+    make()?;
+    if let (Some(parent), Some(meta)) = (parent, before) {
+        let (atime, mtime) = times_of(&meta);
+        set_times(parent, atime, mtime)?;
     }
     Ok(())
 }
@@ -147,7 +164,7 @@ pub fn copy_up(branches: &Branches, rel: &Path, from: usize, truncate: bool) -> 
             .map_err(errno)?;
         }
         copy_metadata(&src, &meta, &tmp)?;
-        fs::rename(&tmp, &dst)
+        keeping_parent_times(&dst, || fs::rename(&tmp, &dst))
     })();
     if built.is_err() {
         let _ = fs::remove_file(&tmp);
