@@ -47,10 +47,7 @@ pub enum ProbeEvent {
         container: Option<String>,
         driver: String,
     },
-    /// Pages entered the page cache on behalf of a container. Not fed yet:
-    /// the tracer counts page-cache adds per cgroup, and the cgroup ->
-    /// container map is still to be written (tests construct it).
-    #[allow(dead_code)]
+    /// Pages entered the page cache on behalf of a container (by cgroup).
     PageCacheAdded {
         container: Option<String>,
         bytes: u64,
@@ -142,7 +139,13 @@ impl ProbeSource for Detached {
 pub struct OverlayProbes {
     tracer: ebpf_probes::OverlayTracer,
     last_event: Option<Instant>,
+    /// Page-cache bytes added per container at the last look, and when.
+    page_cache_added: std::collections::BTreeMap<String, u64>,
+    page_cache_checked: Option<Instant>,
 }
+
+/// How often the page-cache maps are read (they grow with cached files).
+const PAGE_CACHE_EVERY: Duration = Duration::from_secs(5);
 
 impl ProbeSource for OverlayProbes {
     fn status(&mut self) -> ProbeStatus {
@@ -166,6 +169,7 @@ impl ProbeSource for OverlayProbes {
     }
 
     fn drain(&mut self, out: &mut Vec<ProbeEvent>) {
+        self.drain_page_cache(out);
         let raw = self.tracer.drain_events();
         if raw.is_empty() {
             return;
@@ -205,6 +209,31 @@ impl ProbeSource for OverlayProbes {
     }
 }
 
+impl OverlayProbes {
+    /// Page-cache bytes each container added since the last look, as
+    /// events (at most every [`PAGE_CACHE_EVERY`]).
+    fn drain_page_cache(&mut self, out: &mut Vec<ProbeEvent>) {
+        if self
+            .page_cache_checked
+            .is_some_and(|at| at.elapsed() < PAGE_CACHE_EVERY)
+        {
+            return;
+        }
+        self.page_cache_checked = Some(Instant::now());
+        let report = ebpf_probes::pagecache::PageCacheReport::collect(&self.tracer);
+        for (container, bytes) in report.added_bytes {
+            let before = self.page_cache_added.insert(container.clone(), bytes);
+            let grown = bytes.saturating_sub(before.unwrap_or(0));
+            if grown > 0 {
+                out.push(ProbeEvent::PageCacheAdded {
+                    container: (container != ebpf_probes::attribution::HOST).then_some(container),
+                    bytes: grown,
+                });
+            }
+        }
+    }
+}
+
 /// The one place where the real probes connect: attaches the ebpf-probes
 /// tracer (the best strategy this kernel allows) with attribution over
 /// `roots` (layerscope's store, a Docker data root); runs detached, and
@@ -218,6 +247,8 @@ pub fn open(roots: Vec<std::path::PathBuf>) -> Box<dyn ProbeSource> {
         Ok(tracer) => Box::new(OverlayProbes {
             tracer,
             last_event: None,
+            page_cache_added: Default::default(),
+            page_cache_checked: None,
         }),
         Err(e) => Box::new(Detached { why: e.to_string() }),
     }
