@@ -173,9 +173,16 @@ impl Results {
                             worst = Some((w, t, r.p50_ratio));
                         }
                     }
-                    None => {
-                        let _ = write!(md, " - |");
-                    }
+                    // No native to compare with (driver-level workloads):
+                    // the absolute p50.
+                    None => match self.median_p50(w, t) {
+                        Some(p50) => {
+                            let _ = write!(md, " {} |", format_seconds(p50));
+                        }
+                        None => {
+                            let _ = write!(md, " - |");
+                        }
+                    },
                 }
             }
             let _ = writeln!(md, " {} |", best.map(|(t, _)| t).unwrap_or("-"));

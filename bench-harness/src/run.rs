@@ -114,6 +114,21 @@ pub fn run_bench(
                     }
                     Err(e) => return Err(e),
                 };
+                if workload.driver_level() {
+                    // Layers and containers, not files: no native rows.
+                    if let Some((driver, base)) = stack.driver() {
+                        let outcomes = workload
+                            .run_on_driver(driver, base, config.scale)
+                            .map_err(wl_error)?;
+                        rows.extend(
+                            outcomes
+                                .into_iter()
+                                .map(|outcome| row_of(target, outcome, repeat, None, None)),
+                        );
+                    }
+                    stack.finish()?;
+                    continue;
+                }
                 let image = stack.image_root()?;
                 workload.populate(&image, config.scale).map_err(wl_error)?;
                 sync_filesystem(fs.path()).map_err(wl_error)?;
@@ -131,26 +146,13 @@ pub fn run_bench(
                     .map(|(before, after)| after.saturating_sub(before));
                 stack.finish()?;
                 for outcome in outcomes {
-                    let seconds = outcome.elapsed.as_secs_f64();
-                    let ops = outcome.latencies.count();
-                    rows.push(ResultRow {
-                        target: target.name.to_string(),
-                        driver: target.driver_name().to_string(),
-                        filesystem: target.fs.fstype().to_string(),
-                        workload: outcome.label,
+                    rows.push(row_of(
+                        target,
+                        outcome,
                         repeat,
-                        latency: outcome.latencies.summary(),
-                        ops,
-                        elapsed_seconds: seconds,
-                        ops_per_second: if seconds > 0.0 {
-                            ops as f64 / seconds
-                        } else {
-                            0.0
-                        },
-                        bytes_written: outcome.bytes,
-                        device_bytes_written: device_bytes,
-                        probes: probe_counters.clone(),
-                    });
+                        device_bytes,
+                        probe_counters.clone(),
+                    ));
                 }
             }
         }
@@ -163,4 +165,34 @@ pub fn run_bench(
     results.unavailable = unavailable;
     results.probe_strategy = probes.describe();
     Ok(results)
+}
+
+/// A result row for one outcome of a workload run on `target`.
+fn row_of(
+    target: &Target,
+    outcome: workloads::Outcome,
+    repeat: usize,
+    device_bytes_written: Option<u64>,
+    probes: Option<ProbeCounters>,
+) -> ResultRow {
+    let seconds = outcome.elapsed.as_secs_f64();
+    let ops = outcome.latencies.count();
+    ResultRow {
+        target: target.name.to_string(),
+        driver: target.driver_name().to_string(),
+        filesystem: target.fs.fstype().to_string(),
+        workload: outcome.label,
+        repeat,
+        latency: outcome.latencies.summary(),
+        ops,
+        elapsed_seconds: seconds,
+        ops_per_second: if seconds > 0.0 {
+            ops as f64 / seconds
+        } else {
+            0.0
+        },
+        bytes_written: outcome.bytes,
+        device_bytes_written,
+        probes,
+    }
 }

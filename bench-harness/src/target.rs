@@ -194,6 +194,14 @@ impl Stack {
         })
     }
 
+    /// The target's driver and the id of the stack's empty image layer
+    /// (`None` for native).
+    pub fn driver(&self) -> Option<(&dyn Driver, &str)> {
+        self.driver
+            .as_deref()
+            .map(|driver| (driver, self.base_id.as_str()))
+    }
+
     /// Where the workload's starting content goes (the image layer).
     pub fn image_root(&self) -> Result<PathBuf, BenchError> {
         match &self.driver {

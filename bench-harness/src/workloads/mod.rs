@@ -7,6 +7,7 @@ pub mod chmod_tree;
 pub mod copy_up;
 pub mod create_delete;
 pub mod overwrite_fsync;
+pub mod stack_depth;
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -23,6 +24,7 @@ pub const WORKLOAD_NAMES: &[&str] = &[
     "overwrite-fsync",
     "create-delete",
     "chmod-tree",
+    "stack-depth",
 ];
 
 /// What one run of a workload measured (a workload may report several,
@@ -42,6 +44,23 @@ pub trait Workload: Send + Sync {
     fn populate(&self, image: &Path, scale: Scale) -> io::Result<()>;
     /// Runs on the container view `root` and measures.
     fn run(&self, root: &Path, scale: Scale) -> io::Result<Vec<Outcome>>;
+
+    /// Whether the workload drives the storage driver itself (layers and
+    /// containers) rather than files; such a workload has no native rows.
+    fn driver_level(&self) -> bool {
+        false
+    }
+
+    /// For driver-level workloads: runs with the target's driver, whose
+    /// empty layer `base` is the bottom of the image.
+    fn run_on_driver(
+        &self,
+        _driver: &dyn storage_core::driver::Driver,
+        _base: &str,
+        _scale: Scale,
+    ) -> io::Result<Vec<Outcome>> {
+        Ok(Vec::new())
+    }
 }
 
 pub fn by_name(name: &str) -> Result<Box<dyn Workload>, BenchError> {
@@ -51,6 +70,7 @@ pub fn by_name(name: &str) -> Result<Box<dyn Workload>, BenchError> {
         "overwrite-fsync" => Box::new(overwrite_fsync::OverwriteFsync),
         "create-delete" => Box::new(create_delete::CreateDelete),
         "chmod-tree" => Box::new(chmod_tree::ChmodTree),
+        "stack-depth" => Box::new(stack_depth::StackDepth),
         other => return Err(BenchError::UnknownWorkload(other.to_string())),
     })
 }
