@@ -192,6 +192,7 @@ mod tests {
             bytes_written: 8,
             device_bytes_written: Some(4096),
             probes: None,
+            page_cache_bytes: None,
         }
     }
 

@@ -37,6 +37,8 @@ pub struct ResultRow {
     /// The overlayfs work the workload run caused, from the BPF probes
     /// (all outcomes of one run share it; absent without probes).
     pub probes: Option<ProbeCounters>,
+    /// How much the kernel's page cache grew (page-cache workload).
+    pub page_cache_bytes: Option<u64>,
 }
 
 /// A target that could not run here, and why.
@@ -189,6 +191,7 @@ impl Results {
         }
         let _ = writeln!(md);
         self.why_table(&mut md, &compared, &workloads);
+        self.page_cache_lines(&mut md, &targets);
         for u in &self.unavailable {
             let _ = writeln!(md, "- **{}** unavailable: {}", u.target, u.why);
         }
@@ -267,6 +270,36 @@ impl Results {
                 }
             }
             let _ = writeln!(md);
+        }
+        let _ = writeln!(md);
+    }
+
+    /// The page-cache workload's result: how much cache N containers
+    /// reading one file cost on each target.
+    fn page_cache_lines(&self, md: &mut String, targets: &[&str]) {
+        let rows: Vec<&ResultRow> = self
+            .rows
+            .iter()
+            .filter(|r| r.page_cache_bytes.is_some() && r.repeat == 0)
+            .collect();
+        let Some(first) = rows.first() else {
+            return;
+        };
+        let _ = writeln!(
+            md,
+            "Page cache grown by `{}` (containers x file size) from a cold cache. \
+             Targets sit on loop devices, so each page is also cached once in the \
+             backing file: compare targets with each other and with native.\n",
+            first.workload
+        );
+        for t in targets {
+            if let Some(row) = rows.iter().find(|r| &r.target == t) {
+                let _ = writeln!(
+                    md,
+                    "- {t}: {}",
+                    human_bytes(row.page_cache_bytes.unwrap_or(0))
+                );
+            }
         }
         let _ = writeln!(md);
     }

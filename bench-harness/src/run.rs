@@ -114,18 +114,18 @@ pub fn run_bench(
                     }
                     Err(e) => return Err(e),
                 };
-                if workload.driver_level() {
-                    // Layers and containers, not files: no native rows.
-                    if let Some((driver, base)) = stack.driver() {
-                        let outcomes = workload
-                            .run_on_driver(driver, base, config.scale)
-                            .map_err(wl_error)?;
-                        rows.extend(
-                            outcomes
-                                .into_iter()
-                                .map(|outcome| row_of(target, outcome, repeat, None, None)),
-                        );
-                    }
+                if workload.driver_level()
+                    && let Some((driver, base)) = stack.driver()
+                {
+                    // Layers and containers, not only files.
+                    let outcomes = workload
+                        .run_on_driver(driver, base, config.scale)
+                        .map_err(wl_error)?;
+                    rows.extend(
+                        outcomes
+                            .into_iter()
+                            .map(|outcome| row_of(target, outcome, repeat, None, None)),
+                    );
                     stack.finish()?;
                     continue;
                 }
@@ -194,5 +194,6 @@ fn row_of(
         bytes_written: outcome.bytes,
         device_bytes_written,
         probes,
+        page_cache_bytes: outcome.page_cache_bytes,
     }
 }

@@ -70,6 +70,7 @@ impl Workload for AppendStorm {
             latencies,
             bytes: (files * RECORD.len()) as u64,
             elapsed,
+            page_cache_bytes: None,
         }])
     }
 }

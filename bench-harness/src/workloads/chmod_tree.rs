@@ -46,6 +46,7 @@ impl Workload for ChmodTree {
             latencies,
             bytes: 0,
             elapsed: started.elapsed(),
+            page_cache_bytes: None,
         }])
     }
 }

@@ -49,6 +49,7 @@ impl Workload for CopyUp {
                 latencies,
                 bytes: scale.copy_up_files() as u64,
                 elapsed: started.elapsed(),
+                page_cache_bytes: None,
             });
         }
         Ok(outcomes)

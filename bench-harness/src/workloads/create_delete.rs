@@ -47,12 +47,14 @@ impl Workload for CreateDelete {
                 latencies: deletes,
                 bytes: 0,
                 elapsed,
+                page_cache_bytes: None,
             },
             Outcome {
                 label: "create-delete/create".into(),
                 latencies: creates,
                 bytes: files * NEW_FILE_SIZE,
                 elapsed,
+                page_cache_bytes: None,
             },
         ])
     }

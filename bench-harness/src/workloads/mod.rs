@@ -7,6 +7,7 @@ pub mod chmod_tree;
 pub mod copy_up;
 pub mod create_delete;
 pub mod overwrite_fsync;
+pub mod page_cache;
 pub mod stack_depth;
 
 use std::fs::File;
@@ -25,6 +26,7 @@ pub const WORKLOAD_NAMES: &[&str] = &[
     "create-delete",
     "chmod-tree",
     "stack-depth",
+    "page-cache",
 ];
 
 /// What one run of a workload measured (a workload may report several,
@@ -36,6 +38,8 @@ pub struct Outcome {
     /// Bytes the operations wrote (user data, not copy-up traffic).
     pub bytes: u64,
     pub elapsed: Duration,
+    /// How much the kernel's page cache grew (page-cache workload only).
+    pub page_cache_bytes: Option<u64>,
 }
 
 pub trait Workload: Send + Sync {
@@ -71,6 +75,7 @@ pub fn by_name(name: &str) -> Result<Box<dyn Workload>, BenchError> {
         "create-delete" => Box::new(create_delete::CreateDelete),
         "chmod-tree" => Box::new(chmod_tree::ChmodTree),
         "stack-depth" => Box::new(stack_depth::StackDepth),
+        "page-cache" => Box::new(page_cache::PageCacheSharing),
         other => return Err(BenchError::UnknownWorkload(other.to_string())),
     })
 }

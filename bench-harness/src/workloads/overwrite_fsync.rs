@@ -53,6 +53,7 @@ impl Workload for OverwriteFsync {
             latencies,
             bytes: writes as u64 * BLOCK,
             elapsed: started.elapsed(),
+            page_cache_bytes: None,
         }])
     }
 }

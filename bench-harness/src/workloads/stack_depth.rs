@@ -100,12 +100,14 @@ impl Workload for StackDepth {
                     latencies: create,
                     bytes: 0,
                     elapsed,
+                    page_cache_bytes: None,
                 });
                 outcomes.push(Outcome {
                     label: format!("stack-depth/{depth}/unmount+remove"),
                     latencies: remove,
                     bytes: 0,
                     elapsed,
+                    page_cache_bytes: None,
                 });
             }
             Ok(outcomes)
