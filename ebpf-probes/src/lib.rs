@@ -13,13 +13,15 @@
 //!   exact per syscall from tracepoints (`bpf/overlay_trace.bpf.c`), with
 //!   [`events`] (wire format), [`registry`] (watched overlays, mountinfo),
 //!   [`mounts`] (mountinfo parsing), [`attribution`] (mount -> layer ->
-//!   container), [`pagecache`] (sharing picture) and [`strategy`] (ladder).
+//!   container), [`pagecache`] (sharing picture) and [`strategy`] (ladder);
+//! - [`hooks`]: the fentry and kprobe rungs (`bpf/overlay_hooks.bpf.c`).
 
 pub mod attribution;
 pub mod error;
 pub mod events;
 pub mod features;
 pub mod hello;
+pub mod hooks;
 pub mod mounts;
 pub mod object;
 pub mod pagecache;

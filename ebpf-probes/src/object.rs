@@ -31,8 +31,15 @@ pub const OVERLAY_TRACE: BpfObject = BpfObject {
     bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/overlay_trace.bpf.o")),
 };
 
+/// `bpf/overlay_hooks.bpf.c`: `overlay_trace` plus the fentry and kprobe
+/// rungs' copy hooks (see [`crate::hooks`]).
+pub const OVERLAY_HOOKS: BpfObject = BpfObject {
+    name: "overlay_hooks",
+    bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/overlay_hooks.bpf.o")),
+};
+
 /// Every embedded object, for diagnostics (`layerscope doctor`).
-pub const ALL: &[BpfObject] = &[HELLO, OVERLAY_TRACE];
+pub const ALL: &[BpfObject] = &[HELLO, OVERLAY_TRACE, OVERLAY_HOOKS];
 
 impl BpfObject {
     /// The object's name: its source file name without `.bpf.c`.

@@ -1,11 +1,8 @@
-//! The strategy ladder: [`choose`] tries fentry/fexit, then kprobes, then
-//! tracepoints (what the kernel allows, proven by the doctor's real program
-//! loads in [`crate::features`]) and says why each rung above the chosen
-//! one was passed over.
+//! The strategy ladder: [`ladder`] lists the rungs the tracer tries, best
+//! first (fentry/fexit, then kprobes, then tracepoints), and [`Choice`]
+//! says which one runs and why each rung above it was passed over.
 
 use std::fmt;
-
-use crate::features;
 
 /// How overlay events are observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -55,23 +52,46 @@ impl fmt::Display for Choice {
     }
 }
 
-/// Probes the kernel and picks the highest rung this build can run. The
-/// fentry and kprobe programs are not written yet, so an available rung
-/// above tracepoints is passed over with that reason.
-pub fn choose() -> Choice {
-    let found = features::probe_bpf();
-    let reason = |name: &str| -> String {
-        match found.iter().find(|f| f.name == name) {
-            Some(f) if f.supported => "available, but this build has no such programs yet".into(),
-            Some(f) => f.detail.clone(),
-            None => "not probed".into(),
+/// The rungs to try, best first: fentry, kprobe, tracepoints; only
+/// `forced` when a strategy is forced. The proof is the tracer's real load
+/// and attach of each rung's programs (see [`crate::tracer`]); a rung that
+/// fails is passed over with the kernel's reason in [`Choice::passed_over`].
+pub fn ladder(forced: Option<Strategy>) -> Vec<Strategy> {
+    match forced {
+        Some(strategy) => vec![strategy],
+        None => vec![Strategy::Fentry, Strategy::Kprobe, Strategy::Tracepoints],
+    }
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fentry" => Ok(Self::Fentry),
+            "kprobe" => Ok(Self::Kprobe),
+            "tracepoints" => Ok(Self::Tracepoints),
+            other => Err(format!(
+                "unknown probe strategy {other:?} (fentry, kprobe or tracepoints)"
+            )),
         }
-    };
-    Choice {
-        strategy: Strategy::Tracepoints,
-        passed_over: vec![
-            format!("fentry: {}", reason("fentry")),
-            format!("kprobe: {}", reason("kprobe")),
-        ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ladder_order_and_names() {
+        assert_eq!(
+            ladder(None),
+            [Strategy::Fentry, Strategy::Kprobe, Strategy::Tracepoints]
+        );
+        assert_eq!(ladder(Some(Strategy::Kprobe)), [Strategy::Kprobe]);
+        for s in ladder(None) {
+            assert_eq!(s.as_str().parse::<Strategy>(), Ok(s));
+        }
+        assert!("uprobe".parse::<Strategy>().is_err());
     }
 }

@@ -1,5 +1,8 @@
-//! [`OverlayTracer`]: loads `bpf/overlay_trace.bpf.c`, attaches its
-//! programs (syscall, ext4 and filemap tracepoints), fills the syscall
+//! [`OverlayTracer`]: climbs the strategy ladder (fentry, kprobe,
+//! tracepoints: [`crate::strategy`]), loads `bpf/overlay_hooks.bpf.c` for
+//! the first two rungs ([`crate::hooks`]) or `bpf/overlay_trace.bpf.c` for
+//! the last, attaches its programs (syscall, ext4 and filemap tracepoints,
+//! plus the rung's overlay hooks), fills the syscall
 //! classes, registers the overlays of the mount table and keeps them in
 //! step ([`MountWatcher`]), and hands out the events ([`RawEvent`], sync or
 //! through tokio's `AsyncFd` with [`EventStream`]), the per-CPU [`Totals`]
@@ -23,9 +26,9 @@ use crate::{
     attribution::Attribution,
     error::{BPF_CAPS, ProbeError, cause_of, io_cause},
     events::{RawEvent, Totals, slot, syscall_classes},
-    object,
+    hooks, object,
     registry::{MountWatcher, PC_DEVS, Registry, UPPERS, WHITEOUTS, WORKDIRS},
-    strategy::{self, Choice},
+    strategy::{self, Choice, Strategy},
     tracefs::ensure_tracefs,
 };
 
@@ -128,6 +131,9 @@ pub struct TracerOptions {
     pub missing_tracepoint: Option<String>,
     /// Do not start the [`MountWatcher`] (refresh by hand).
     pub no_watcher: bool,
+    /// Run this rung only (an error when it cannot); `None` climbs the
+    /// ladder.
+    pub strategy: Option<Strategy>,
 }
 
 /// The running tracer. Dropping it detaches everything.
@@ -193,6 +199,9 @@ fn program_error(program: &'static str, e: &ProgramError) -> ProbeError {
 
 impl OverlayTracer {
     /// Loads, attaches and registers the current overlays. Needs root.
+    /// Climbs the ladder ([`strategy::ladder`]): the first rung whose
+    /// programs load and attach runs; the others above it are passed over
+    /// with the error the kernel gave ([`Self::strategy`]).
     pub fn start(options: TracerOptions) -> Result<Self, ProbeError> {
         if !nix::unistd::geteuid().is_root() {
             return Err(ProbeError::LoadObject {
@@ -201,11 +210,39 @@ impl OverlayTracer {
                 errno: Some(libc::EPERM),
             });
         }
-        let choice = strategy::choose();
-        let bytes = object::OVERLAY_TRACE.bytes()?;
+        let mut passed_over = Vec::new();
+        let rungs = strategy::ladder(options.strategy);
+        let mut last_error = None;
+        for rung in rungs {
+            match Self::start_rung(&options, rung) {
+                Ok(mut tracer) => {
+                    tracer.choice = Choice {
+                        strategy: rung,
+                        passed_over,
+                    };
+                    return Ok(tracer);
+                }
+                Err(e) => {
+                    passed_over.push(format!("{rung}: {e}"));
+                    last_error = Some(e);
+                }
+            }
+        }
+        Err(last_error.unwrap_or(ProbeError::Missing {
+            object: OBJECT,
+            kind: "strategy",
+            name: "any",
+        }))
+    }
+
+    fn start_rung(options: &TracerOptions, rung: Strategy) -> Result<Self, ProbeError> {
+        let (object, bytes) = match rung {
+            Strategy::Tracepoints => (OBJECT, object::OVERLAY_TRACE.bytes()?),
+            Strategy::Fentry | Strategy::Kprobe => (hooks::OBJECT, object::OVERLAY_HOOKS.bytes()?),
+        };
         ensure_tracefs()?;
         let btf = Btf::from_sys_fs().map_err(|e| ProbeError::LoadObject {
-            object: OBJECT,
+            object,
             cause: format!("kernel BTF: {e}"),
             errno: None,
         })?;
@@ -217,7 +254,7 @@ impl OverlayTracer {
             .map_err(|e| {
                 let (cause, errno) = cause_of(&e);
                 ProbeError::LoadObject {
-                    object: OBJECT,
+                    object,
                     cause,
                     errno,
                 }
@@ -243,8 +280,17 @@ impl OverlayTracer {
         )?;
         registry.refresh()?;
 
-        let mut degraded = Vec::new();
+        // The rung's own hooks first: a rung that cannot attach them is
+        // passed over before any tracepoint runs.
+        let mut degraded = hooks::attach_rung(&mut ebpf, &btf, rung)?;
+        for line in &degraded {
+            tracing::warn!("{line}");
+        }
         for spec in PROGRAMS {
+            if rung != Strategy::Tracepoints && hooks::REPLACED_TRACEPOINTS.contains(&spec.program)
+            {
+                continue;
+            }
             if let Err(e) = attach(&mut ebpf, &btf, spec, options.missing_tracepoint.as_deref()) {
                 match spec.without {
                     Some(loss) => {
@@ -278,7 +324,10 @@ impl OverlayTracer {
             pc_inodes,
             pc_cgroups,
             degraded,
-            choice,
+            choice: Choice {
+                strategy: rung,
+                passed_over: Vec::new(),
+            },
             _ebpf: ebpf,
         })
     }

@@ -60,12 +60,24 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
     // What this host's kernel lacks (dm-thin-pool) runs in a guest kernel.
     step("vm-test", &mut || {
-        crate::vm_test::run(&crate::vm_test::Args {
+        vm_test_retrying_once("devmapper", &|| crate::vm_test::Args {
             filter: Some("devmapper".into()),
             packages: vec!["storage-core".into()],
             timeout: 1200,
             memory: 2048,
             scratch_gib: 16,
+        })
+    })?;
+
+    // The fentry and kprobe rungs of ebpf-probes, which this host's kernel
+    // refuses, run exact in the guest kernel (Debian 6.1).
+    step("vm-test-bpf", &mut || {
+        vm_test_retrying_once("strategies", &|| crate::vm_test::Args {
+            filter: Some("strategies".into()),
+            packages: vec!["ebpf-probes".into()],
+            timeout: 1200,
+            memory: 2048,
+            scratch_gib: 4,
         })
     })?;
 
@@ -77,4 +89,25 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Runs guest-kernel tests, and once more when the first attempt fails:
+/// the guest runs under software emulation (KVM aborts on these hosts),
+/// where an RCU stall of an emulated CPU has been seen once — a fault of
+/// TCG timing, not of a test. The first failure is printed in full; a
+/// failure that repeats fails CI.
+fn vm_test_retrying_once(
+    what: &str,
+    args: &dyn Fn() -> crate::vm_test::Args,
+) -> anyhow::Result<()> {
+    match crate::vm_test::run(&args()) {
+        Ok(()) => Ok(()),
+        Err(first) => {
+            eprintln!(
+                "xtask ci: vm-test {what} failed once ({first:#}); running it again to tell \
+                 a stall of the emulated guest from a real failure"
+            );
+            crate::vm_test::run(&args())
+        }
+    }
 }

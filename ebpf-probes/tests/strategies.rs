@@ -1,0 +1,403 @@
+//! The strategy ladder on the real kernel, as root. Where the kernel
+//! refuses fentry and kprobes (the development hosts), the ladder must land
+//! on tracepoints and say why with the kernel's own errors, and a forced
+//! fentry or kprobe start must fail with them. Where a rung works (the
+//! Debian 6.1 guest of `cargo xtask vm-test strategies -p ebpf-probes`,
+//! detected by the doctor's probes), the accuracy workload of
+//! `tests/accuracy.rs` (two containers, 200 lower files, 73 data copy-ups
+//! with exact bytes, 20 metadata, 10 dirs, 31+1 whiteouts, 1 opaque dir)
+//! must give exact counts under that rung, forced.
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::Write as _,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use common::{Store, bpf_built, container_id, write_file};
+use ebpf_probes::{
+    OverlayTracer, TracerOptions,
+    features::probe_bpf,
+    registry::{TraceEvent, wait_for_mount},
+    strategy::Strategy,
+};
+use testkit::{FsKind, ScratchFs};
+
+const FILES: usize = 200;
+const DIRS: usize = 10;
+const APPEND: std::ops::Range<usize> = 0..73;
+const CHMOD: std::ops::Range<usize> = 73..93;
+const DELETE: std::ops::Range<usize> = 93..124;
+/// Sizes around page and splice-chunk (1 MiB) boundaries; smaller than
+/// accuracy.rs's (the guest runs under TCG).
+const CYCLE: [u64; 10] = [
+    0,
+    1,
+    100,
+    4095,
+    4096,
+    4097,
+    65_536,
+    1 << 20,
+    (1 << 20) + 1,
+    3_000_000,
+];
+
+fn size_of_file(i: usize) -> u64 {
+    match i {
+        0 => 8 << 20,
+        _ => CYCLE[i % CYCLE.len()],
+    }
+}
+
+fn rel_path(i: usize) -> PathBuf {
+    PathBuf::from(format!("d{}/f{i:03}", i % DIRS))
+}
+
+/// Whether the doctor's probe says the kernel runs `name` programs, and
+/// its line.
+fn kernel_allows(name: &str) -> (bool, String) {
+    let features = probe_bpf();
+    let line = features
+        .iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("no {name} line in {features:?}"));
+    (line.supported, line.to_string())
+}
+
+fn make_lower(lower: &Path) {
+    for d in 0..DIRS {
+        fs::create_dir_all(lower.join(format!("d{d}"))).expect("mkdir");
+    }
+    for i in 0..FILES {
+        write_file(&lower.join(rel_path(i)), size_of_file(i));
+    }
+    fs::create_dir(lower.join("empty")).expect("mkdir empty");
+}
+
+fn workload(merged: &Path) {
+    for i in APPEND {
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(merged.join(rel_path(i)))
+            .expect("open for append");
+        file.write_all(b"appended\n").expect("append");
+    }
+    for i in CHMOD {
+        fs::set_permissions(merged.join(rel_path(i)), fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+    }
+    for i in DELETE {
+        fs::remove_file(merged.join(rel_path(i))).expect("unlink");
+    }
+    fs::remove_dir(merged.join("empty")).expect("rmdir");
+    fs::create_dir(merged.join("empty")).expect("mkdir over whiteout");
+}
+
+type Counts = BTreeMap<(&'static str, &'static str), u64>;
+
+fn expected_counts() -> Counts {
+    let mut expected = Counts::new();
+    expected.insert(("copy_up_data", ""), APPEND.len() as u64);
+    expected.insert(("copy_up_metadata", ""), CHMOD.len() as u64);
+    expected.insert(("copy_up_dir", ""), DIRS as u64);
+    expected.insert(("whiteout", "unlink"), DELETE.len() as u64);
+    expected.insert(("whiteout", "rmdir"), 1);
+    expected.insert(("opaque_dir", ""), 1);
+    expected
+}
+
+/// Runs the workload in two containers under `strategy`, forced, and
+/// checks the exact counts and bytes of each.
+fn accuracy_under(strategy: Strategy) {
+    let scratch = ScratchFs::new(FsKind::Ext4, 1 << 30).expect("ext4 scratch");
+    let store = Store::new(&scratch);
+    make_lower(&store.lower);
+    let id_a = container_id('a');
+    let id_b = container_id('b');
+    let a = store.container(&id_a, "cacheaaaa", true);
+
+    let mut tracer = OverlayTracer::start(TracerOptions {
+        roots: vec![store.root.clone()],
+        strategy: Some(strategy),
+        ..TracerOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("start tracer with {strategy} forced: {e}"));
+    println!("{}", tracer.strategy());
+    for line in tracer.degraded() {
+        println!("{line}");
+    }
+    assert_eq!(tracer.strategy().strategy, strategy);
+    assert!(tracer.strategy().passed_over.is_empty());
+    assert!(
+        !tracer
+            .degraded()
+            .iter()
+            .any(|l| l.contains("ovl_") && (l.contains("ovl_kp_") || l.contains("ovl_fx_splice"))),
+        "{:?}",
+        tracer.degraded()
+    );
+
+    let b = store.container(&id_b, "cachebbbb", true);
+    assert!(
+        wait_for_mount(tracer.registry(), &b.merged).is_some(),
+        "B not discovered from mountinfo"
+    );
+    let (ma, mb) = (a.merged.clone(), b.merged.clone());
+    let ta = std::thread::spawn(move || workload(&ma));
+    let tb = std::thread::spawn(move || workload(&mb));
+    ta.join().expect("workload A");
+    tb.join().expect("workload B");
+    std::thread::sleep(Duration::from_millis(200));
+
+    let raw = tracer.drain_events();
+    let events: Vec<TraceEvent> = {
+        let registry = tracer.lock_registry();
+        raw.iter().map(|r| registry.resolve(r)).collect()
+    };
+    let totals = tracer.totals().expect("totals");
+    println!("{strategy} totals: {totals:?}");
+    assert_eq!(totals.lost, 0, "events lost: {totals:?}");
+
+    for (id, container) in [(&id_a, &a), (&id_b, &b)] {
+        let mut counts = Counts::new();
+        let mut bytes = BTreeMap::new();
+        let mut blocked_ns = 0;
+        for ev in events.iter().filter(|e| &e.container == id) {
+            let syscall = if ev.kind == "whiteout" {
+                ev.syscall
+            } else {
+                ""
+            };
+            *counts.entry((ev.kind, syscall)).or_insert(0) += 1;
+            if ev.kind == "copy_up_data" {
+                let prev = bytes.insert(ev.path.clone(), ev.bytes);
+                assert!(prev.is_none(), "two data copy-ups of {}", ev.path);
+                blocked_ns += ev.duration_ns;
+            }
+            assert_eq!(ev.layer.as_deref().map(|l| &l[..5]), Some("cache"));
+            assert_eq!(ev.mount_point.as_deref(), Some(container.merged.as_path()));
+        }
+        let expected_bytes: BTreeMap<String, u64> = APPEND
+            .map(|i| {
+                (
+                    container.merged.join(rel_path(i)).display().to_string(),
+                    size_of_file(i),
+                )
+            })
+            .collect();
+        assert_eq!(
+            counts,
+            expected_counts(),
+            "{strategy}, container {}",
+            &id[..8]
+        );
+        assert_eq!(
+            bytes,
+            expected_bytes,
+            "{strategy} bytes, container {}",
+            &id[..8]
+        );
+        assert!(blocked_ns > 0, "no blocked time measured");
+        println!(
+            "{strategy} container {}: exact; {} bytes copied up, blocked {:.1} ms",
+            &id[..8],
+            expected_bytes.values().sum::<u64>(),
+            blocked_ns as f64 / 1e6
+        );
+    }
+}
+
+/// A forced rung the kernel refuses: one line naming the program and the
+/// kernel's error.
+fn assert_refused(strategy: Strategy, doctor: &str) {
+    let err = OverlayTracer::start(TracerOptions {
+        strategy: Some(strategy),
+        no_watcher: true,
+        ..TracerOptions::default()
+    })
+    .expect_err("the kernel refuses this rung");
+    let text = err.to_string();
+    println!("{strategy} forced: {text} (doctor: {doctor})");
+    assert!(!text.contains('\n'), "{text}");
+    assert!(
+        text.contains("ovl_fx_") || text.contains("ovl_fe_") || text.contains("ovl_kp_"),
+        "the error names the rung's program: {text}"
+    );
+    assert!(err.errno().is_some(), "a kernel errno: {text}");
+}
+
+#[test]
+fn the_ladder_reports_each_rung_passed_over_with_the_kernels_reason() {
+    testkit::require_root!();
+    if !bpf_built() {
+        return;
+    }
+    let (fentry_ok, fentry_line) = kernel_allows("fentry");
+    let (kprobe_ok, kprobe_line) = kernel_allows("kprobe");
+    let tracer = OverlayTracer::start(TracerOptions {
+        no_watcher: true,
+        ..TracerOptions::default()
+    })
+    .expect("start tracer");
+    let choice = tracer.strategy().clone();
+    println!("{choice}");
+    println!("doctor: {fentry_line}; {kprobe_line}");
+    let expected = if fentry_ok {
+        Strategy::Fentry
+    } else if kprobe_ok {
+        Strategy::Kprobe
+    } else {
+        Strategy::Tracepoints
+    };
+    assert_eq!(choice.strategy, expected, "{choice}");
+    let mut above = Vec::new();
+    if !fentry_ok {
+        above.push("fentry");
+        if !kprobe_ok {
+            above.push("kprobe");
+        }
+    }
+    assert_eq!(choice.passed_over.len(), above.len(), "{choice}");
+    for (line, rung) in choice.passed_over.iter().zip(&above) {
+        assert!(line.starts_with(&format!("{rung}: ")), "{line}");
+        assert!(!line.contains('\n'), "{line}");
+    }
+    if !fentry_ok {
+        // This host: fentry loads are refused with EPERM.
+        assert!(
+            choice.passed_over[0].contains("Operation not permitted")
+                || choice.passed_over[0].contains("not supported"),
+            "{}",
+            choice.passed_over[0]
+        );
+        assert_refused(Strategy::Fentry, &fentry_line);
+    }
+    if !kprobe_ok {
+        assert_refused(Strategy::Kprobe, &kprobe_line);
+    }
+}
+
+#[test]
+fn kprobe_rung_counts_the_accuracy_workload_exactly() {
+    testkit::require_root!();
+    if !bpf_built() {
+        return;
+    }
+    let (ok, line) = kernel_allows("kprobe");
+    if !ok {
+        assert_refused(Strategy::Kprobe, &line);
+        println!("skipped: kprobe unavailable: {line}");
+        return;
+    }
+    accuracy_under(Strategy::Kprobe);
+}
+
+#[test]
+fn fentry_rung_counts_the_accuracy_workload_exactly() {
+    testkit::require_root!();
+    if !bpf_built() {
+        return;
+    }
+    let (ok, line) = kernel_allows("fentry");
+    if !ok {
+        assert_refused(Strategy::Fentry, &line);
+        println!("skipped: fentry unavailable: {line}");
+        return;
+    }
+    accuracy_under(Strategy::Fentry);
+}
+
+/// tests/accuracy.rs's rename/create-over-whiteout/metacopy-then-data
+/// sequence under a forced rung: the same events in the same order.
+fn renames_under(strategy: Strategy) {
+    let scratch = ScratchFs::new(FsKind::Ext4, 256 << 20).expect("ext4 scratch");
+    let store = Store::new(&scratch);
+    fs::create_dir(store.lower.join("sub")).expect("mkdir");
+    for name in ["mv_lower", "mv_upper", "recreate", "meta_then_data"] {
+        write_file(&store.lower.join("sub").join(name), 1_234_567);
+    }
+    let mut tracer = OverlayTracer::start(TracerOptions {
+        roots: vec![store.root.clone()],
+        no_watcher: true,
+        strategy: Some(strategy),
+        ..TracerOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("start tracer with {strategy} forced: {e}"));
+    let id = container_id('f');
+    let c = store.container(&id, "cacheffff", true);
+    tracer.refresh_mounts().expect("refresh");
+    let sub = c.merged.join("sub");
+    let append = |path: &Path| {
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .expect("open");
+        file.write_all(b"x").expect("append");
+    };
+    fs::rename(sub.join("mv_lower"), sub.join("mv_lower.new")).expect("rename lower");
+    append(&sub.join("mv_upper"));
+    fs::rename(sub.join("mv_upper"), sub.join("mv_upper.new")).expect("rename upper");
+    fs::remove_file(sub.join("recreate")).expect("unlink");
+    fs::write(sub.join("recreate"), b"new").expect("create over whiteout");
+    fs::set_permissions(
+        sub.join("meta_then_data"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+    append(&sub.join("meta_then_data"));
+    std::thread::sleep(Duration::from_millis(100));
+
+    let raw = tracer.drain_events();
+    let mut registry = tracer.lock_registry();
+    let seen: Vec<(String, &str, u64)> = raw
+        .iter()
+        .map(|r| registry.resolve_fresh(r))
+        .filter(|e| e.container == id)
+        .map(|e| {
+            let name = Path::new(&e.path)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (name, e.kind, e.bytes)
+        })
+        .collect();
+    let expected: Vec<(String, &str, u64)> = [
+        ("mv_lower", "copy_up_dir", 0),
+        ("mv_lower", "copy_up_metadata", 0),
+        ("mv_lower", "whiteout", 0),
+        ("mv_upper", "copy_up_data", 1_234_567),
+        ("mv_upper", "whiteout", 0),
+        ("recreate", "whiteout", 0),
+        ("recreate", "create_over_whiteout", 0),
+        ("meta_then_data", "copy_up_metadata", 0),
+        ("meta_then_data", "copy_up_data", 1_234_567),
+    ]
+    .into_iter()
+    .map(|(n, k, b)| (n.to_owned(), k, b))
+    .collect();
+    assert_eq!(seen, expected, "{strategy}");
+    println!("{strategy}: renames, create over whiteout, metacopy then data: exact");
+}
+
+#[test]
+fn kprobe_and_fentry_rungs_classify_renames_and_creates_over_whiteouts() {
+    testkit::require_root!();
+    if !bpf_built() {
+        return;
+    }
+    for (strategy, name) in [(Strategy::Kprobe, "kprobe"), (Strategy::Fentry, "fentry")] {
+        let (ok, line) = kernel_allows(name);
+        if !ok {
+            assert_refused(strategy, &line);
+            println!("skipped: {name} unavailable: {line}");
+            continue;
+        }
+        renames_under(strategy);
+    }
+}
