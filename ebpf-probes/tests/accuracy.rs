@@ -14,12 +14,15 @@ use std::{
     collections::BTreeMap,
     fs,
     io::Write as _,
-    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use common::{Store, bpf_built, container_id, write_file};
+use common::{
+    Store, append, bpf_built, container_id, events_of, expected_rename_events,
+    lay_out_rename_sequence, run_rename_sequence, write_file,
+};
 use ebpf_probes::{
     OverlayTracer, TracerOptions,
     events::RawEvent,
@@ -289,15 +292,6 @@ fn tracer_survives_unmount_and_sees_later_mounts() {
     );
 }
 
-fn append(path: &Path) {
-    let mut file = fs::OpenOptions::new()
-        .append(true)
-        .custom_flags(0)
-        .open(path)
-        .expect("open");
-    file.write_all(b"x").expect("append");
-}
-
 #[test]
 fn a_missing_tracepoint_degrades_with_one_line() {
     testkit::require_root!();
@@ -415,10 +409,7 @@ fn renames_creates_over_whiteouts_and_metacopy_data_are_classified() {
     }
     let scratch = ScratchFs::new(FsKind::Ext4, 256 << 20).expect("ext4 scratch");
     let store = Store::new(&scratch);
-    fs::create_dir(store.lower.join("sub")).expect("mkdir");
-    for name in ["mv_lower", "mv_upper", "recreate", "meta_then_data"] {
-        write_file(&store.lower.join("sub").join(name), 12_345);
-    }
+    lay_out_rename_sequence(&store.lower, 12_345);
     let mut tracer = OverlayTracer::start(TracerOptions {
         roots: vec![store.root.clone()],
         no_watcher: true,
@@ -429,53 +420,9 @@ fn renames_creates_over_whiteouts_and_metacopy_data_are_classified() {
     let c = store.container(&id, "cacheffff", true);
     // What the watcher does within milliseconds of the mount.
     tracer.refresh_mounts().expect("refresh");
-    let sub = c.merged.join("sub");
-    // 1. rename of a lower file: dir copy-up of sub/, metadata-only copy-up
-    //    (metacopy=on: a rename needs no data), whiteout.
-    fs::rename(sub.join("mv_lower"), sub.join("mv_lower.new")).expect("rename lower");
-    // 2. an already copied-up file hiding a lower one: only the whiteout.
-    append(&sub.join("mv_upper"));
-    fs::rename(sub.join("mv_upper"), sub.join("mv_upper.new")).expect("rename upper");
-    // 3. rm then create again: a whiteout, then a file over it (no copy-up).
-    fs::remove_file(sub.join("recreate")).expect("unlink");
-    fs::write(sub.join("recreate"), b"new").expect("create over whiteout");
-    // 4. chmod (metadata copy-up), then append: the data follows.
-    fs::set_permissions(
-        sub.join("meta_then_data"),
-        fs::Permissions::from_mode(0o600),
-    )
-    .expect("chmod");
-    append(&sub.join("meta_then_data"));
-    std::thread::sleep(Duration::from_millis(50));
-
-    let raw = tracer.drain_events();
-    let mut registry = tracer.lock_registry();
-    let seen: Vec<(String, &str, u64)> = raw
-        .iter()
-        .map(|r| registry.resolve_fresh(r))
-        .filter(|e| e.container == id)
-        .map(|e| {
-            let name = Path::new(&e.path)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            (name, e.kind, e.bytes)
-        })
-        .collect();
-    let expected: Vec<(String, &str, u64)> = [
-        ("mv_lower", "copy_up_dir", 0),
-        ("mv_lower", "copy_up_metadata", 0),
-        ("mv_lower", "whiteout", 0),
-        ("mv_upper", "copy_up_data", 12_345),
-        ("mv_upper", "whiteout", 0),
-        ("recreate", "whiteout", 0),
-        ("recreate", "create_over_whiteout", 0),
-        ("meta_then_data", "copy_up_metadata", 0),
-        ("meta_then_data", "copy_up_data", 12_345),
-    ]
-    .into_iter()
-    .map(|(n, k, b)| (n.to_owned(), k, b))
-    .collect();
+    run_rename_sequence(&c.merged);
+    let seen = events_of(&mut tracer, &id);
+    let expected = expected_rename_events(12_345);
     assert_eq!(seen, expected);
     assert!(xattr_present(
         &c.upper.join("sub/mv_lower.new"),

@@ -19,7 +19,10 @@ use std::{
     time::Duration,
 };
 
-use common::{Store, bpf_built, container_id, write_file};
+use common::{
+    Store, bpf_built, container_id, events_of, expected_rename_events, lay_out_rename_sequence,
+    run_rename_sequence, write_file,
+};
 use ebpf_probes::{
     OverlayTracer, TracerOptions,
     features::probe_bpf,
@@ -318,10 +321,7 @@ fn fentry_rung_counts_the_accuracy_workload_exactly() {
 fn renames_under(strategy: Strategy) {
     let scratch = ScratchFs::new(FsKind::Ext4, 256 << 20).expect("ext4 scratch");
     let store = Store::new(&scratch);
-    fs::create_dir(store.lower.join("sub")).expect("mkdir");
-    for name in ["mv_lower", "mv_upper", "recreate", "meta_then_data"] {
-        write_file(&store.lower.join("sub").join(name), 1_234_567);
-    }
+    lay_out_rename_sequence(&store.lower, 1_234_567);
     let mut tracer = OverlayTracer::start(TracerOptions {
         roots: vec![store.root.clone()],
         no_watcher: true,
@@ -332,55 +332,9 @@ fn renames_under(strategy: Strategy) {
     let id = container_id('f');
     let c = store.container(&id, "cacheffff", true);
     tracer.refresh_mounts().expect("refresh");
-    let sub = c.merged.join("sub");
-    let append = |path: &Path| {
-        let mut file = fs::OpenOptions::new()
-            .append(true)
-            .open(path)
-            .expect("open");
-        file.write_all(b"x").expect("append");
-    };
-    fs::rename(sub.join("mv_lower"), sub.join("mv_lower.new")).expect("rename lower");
-    append(&sub.join("mv_upper"));
-    fs::rename(sub.join("mv_upper"), sub.join("mv_upper.new")).expect("rename upper");
-    fs::remove_file(sub.join("recreate")).expect("unlink");
-    fs::write(sub.join("recreate"), b"new").expect("create over whiteout");
-    fs::set_permissions(
-        sub.join("meta_then_data"),
-        fs::Permissions::from_mode(0o600),
-    )
-    .expect("chmod");
-    append(&sub.join("meta_then_data"));
-    std::thread::sleep(Duration::from_millis(100));
-
-    let raw = tracer.drain_events();
-    let mut registry = tracer.lock_registry();
-    let seen: Vec<(String, &str, u64)> = raw
-        .iter()
-        .map(|r| registry.resolve_fresh(r))
-        .filter(|e| e.container == id)
-        .map(|e| {
-            let name = Path::new(&e.path)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            (name, e.kind, e.bytes)
-        })
-        .collect();
-    let expected: Vec<(String, &str, u64)> = [
-        ("mv_lower", "copy_up_dir", 0),
-        ("mv_lower", "copy_up_metadata", 0),
-        ("mv_lower", "whiteout", 0),
-        ("mv_upper", "copy_up_data", 1_234_567),
-        ("mv_upper", "whiteout", 0),
-        ("recreate", "whiteout", 0),
-        ("recreate", "create_over_whiteout", 0),
-        ("meta_then_data", "copy_up_metadata", 0),
-        ("meta_then_data", "copy_up_data", 1_234_567),
-    ]
-    .into_iter()
-    .map(|(n, k, b)| (n.to_owned(), k, b))
-    .collect();
+    run_rename_sequence(&c.merged);
+    let seen = events_of(&mut tracer, &id);
+    let expected = expected_rename_events(1_234_567);
     assert_eq!(seen, expected, "{strategy}");
     println!("{strategy}: renames, create over whiteout, metacopy then data: exact");
 }

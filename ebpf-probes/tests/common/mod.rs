@@ -105,3 +105,84 @@ pub fn write_file(path: &Path, size: u64) {
     }
     file.sync_all().expect("fsync lower file");
 }
+
+/// Appends one byte to `path` (a data copy-up of a lower file).
+pub fn append(path: &Path) {
+    use std::io::Write;
+    let mut file = fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .expect("open");
+    file.write_all(b"x").expect("append");
+}
+
+/// Lays out the rename sequence's lower files, `size` bytes each, in
+/// `lower/sub`.
+pub fn lay_out_rename_sequence(lower: &Path, size: u64) {
+    fs::create_dir(lower.join("sub")).expect("mkdir");
+    for name in ["mv_lower", "mv_upper", "recreate", "meta_then_data"] {
+        write_file(&lower.join("sub").join(name), size);
+    }
+}
+
+/// Renames, a create over a whiteout and metacopy-then-data in
+/// `merged/sub`: every classification the tracer makes, once each.
+pub fn run_rename_sequence(merged: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let sub = merged.join("sub");
+    // 1. rename of a lower file: dir copy-up of sub/, metadata-only copy-up
+    //    (metacopy=on: a rename needs no data), whiteout.
+    fs::rename(sub.join("mv_lower"), sub.join("mv_lower.new")).expect("rename lower");
+    // 2. an already copied-up file hiding a lower one: only the whiteout.
+    append(&sub.join("mv_upper"));
+    fs::rename(sub.join("mv_upper"), sub.join("mv_upper.new")).expect("rename upper");
+    // 3. rm then create again: a whiteout, then a file over it (no copy-up).
+    fs::remove_file(sub.join("recreate")).expect("unlink");
+    fs::write(sub.join("recreate"), b"new").expect("create over whiteout");
+    // 4. chmod (metadata copy-up), then append: the data follows.
+    fs::set_permissions(
+        sub.join("meta_then_data"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+    append(&sub.join("meta_then_data"));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+}
+
+/// The events the rename sequence must give, in order, for files of `size`.
+pub fn expected_rename_events(size: u64) -> Vec<(String, &'static str, u64)> {
+    [
+        ("mv_lower", "copy_up_dir", 0),
+        ("mv_lower", "copy_up_metadata", 0),
+        ("mv_lower", "whiteout", 0),
+        ("mv_upper", "copy_up_data", size),
+        ("mv_upper", "whiteout", 0),
+        ("recreate", "whiteout", 0),
+        ("recreate", "create_over_whiteout", 0),
+        ("meta_then_data", "copy_up_metadata", 0),
+        ("meta_then_data", "copy_up_data", size),
+    ]
+    .into_iter()
+    .map(|(n, k, b)| (n.to_owned(), k, b))
+    .collect()
+}
+
+/// What the tracer saw for container `id`: (file name, kind, bytes).
+pub fn events_of(
+    tracer: &mut ebpf_probes::OverlayTracer,
+    id: &str,
+) -> Vec<(String, &'static str, u64)> {
+    let raw = tracer.drain_events();
+    let mut registry = tracer.lock_registry();
+    raw.iter()
+        .map(|r| registry.resolve_fresh(r))
+        .filter(|e| e.container == id)
+        .map(|e| {
+            let name = Path::new(&e.path)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (name, e.kind, e.bytes)
+        })
+        .collect()
+}
