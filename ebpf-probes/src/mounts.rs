@@ -77,7 +77,27 @@ fn parse_line(line: &str) -> Option<OverlayMount> {
             _ => {}
         }
     }
+    resolve_relative(&mut mount);
     Some(mount)
+}
+
+/// Relative dirs come from overlay2's fallback for option strings longer
+/// than a page: moby (and layerscope) mount from `<home>` with the target
+/// `<id>/merged` and dirs like `l/ABC:l/DEF` and `<id>/diff`, so they
+/// resolve against the mount point's grandparent, `<home>`.
+fn resolve_relative(mount: &mut OverlayMount) {
+    let Some(home) = mount.mount_point.parent().and_then(|p| p.parent()) else {
+        return;
+    };
+    let home = home.to_path_buf();
+    let absolute = |dir: &mut PathBuf| {
+        if dir.is_relative() {
+            *dir = home.join(&*dir);
+        }
+    };
+    mount.upperdir.iter_mut().for_each(absolute);
+    mount.workdir.iter_mut().for_each(absolute);
+    mount.lowerdirs.iter_mut().for_each(absolute);
 }
 
 /// Splits super options on commas not escaped with a backslash.
@@ -157,5 +177,20 @@ mod tests {
         assert!(mounts[0].metacopy);
         assert_eq!(mounts[1].lowerdirs.len(), 3);
         assert!(!mounts[1].metacopy);
+    }
+
+    #[test]
+    fn relative_dirs_of_a_deep_stack_resolve_against_the_driver_home() {
+        // overlay2 with more lowers than fit a page: mounted from <home>.
+        let text = "900 22 0:60 / /var/lib/x/overlay2/abc/merged rw - overlay overlay rw,lowerdir=l/AAA:l/BBB,upperdir=abc/diff,workdir=abc/work,index=off
+";
+        let mount = &parse_mountinfo(text)[0];
+        let home = PathBuf::from("/var/lib/x/overlay2");
+        assert_eq!(mount.upperdir, Some(home.join("abc/diff")));
+        assert_eq!(mount.work_work(), Some(home.join("abc/work/work")));
+        assert_eq!(
+            mount.lowerdirs,
+            vec![home.join("l/AAA"), home.join("l/BBB")]
+        );
     }
 }
