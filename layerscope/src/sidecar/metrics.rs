@@ -420,6 +420,12 @@ pub fn families(s: &Snapshot<'_>) -> Vec<MetricFamily> {
     }
     match &s.probe.page_cache_shared {
         Some(layers) => {
+            // Every live container's layer has a series (zero until shared).
+            for r in s.containers {
+                for layer in &r.layers {
+                    shared.add(vec![("layer", short_layer(layer))], 0.0);
+                }
+            }
             for (layer, n) in layers {
                 shared.add(vec![("layer", short_layer(layer))], *n as f64);
             }
