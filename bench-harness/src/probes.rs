@@ -50,6 +50,13 @@ impl Probes {
         Self { tracer }
     }
 
+    /// No tracer, for the reason given (e.g. `--no-probes`).
+    pub fn disabled(why: &str) -> Self {
+        Self {
+            tracer: Err(format!("disabled by {why}")),
+        }
+    }
+
     /// The counters so far, when the tracer runs.
     pub fn totals(&self) -> Option<ebpf_probes::events::Totals> {
         let tracer = self.tracer.as_ref().ok()?;

@@ -24,6 +24,8 @@ pub struct BenchConfig {
     pub scale: Scale,
     pub repeat: usize,
     pub out: PathBuf,
+    /// Run without the BPF tracer (to measure what attaching it costs).
+    pub no_probes: bool,
 }
 
 /// A line of progress, for a progress bar or `--json` CI logs.
@@ -82,7 +84,11 @@ pub fn run_bench(
     let mut rows = Vec::new();
     let started = Instant::now();
 
-    let probes = Probes::start();
+    let probes = if config.no_probes {
+        Probes::disabled("--no-probes")
+    } else {
+        Probes::start()
+    };
     let mut unavailable = Vec::new();
     'targets: for target in &targets {
         let fs = target.filesystem(config.scale.filesystem_bytes())?;

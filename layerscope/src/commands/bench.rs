@@ -26,6 +26,10 @@ pub struct BenchArgs {
     /// Progress as JSON lines on stderr (for CI logs).
     #[arg(long)]
     pub json: bool,
+    /// Do not attach the BPF tracer (results carry no probe counters);
+    /// comparing runs with and without it measures the probes' overhead.
+    #[arg(long)]
+    pub no_probes: bool,
     /// A stored results.json to compare with: exits non-zero naming every
     /// workload/target whose p50 ratio to native regressed.
     #[arg(long)]
@@ -46,6 +50,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         scale: args.scale,
         repeat: args.repeat,
         out: args.out.clone(),
+        no_probes: args.no_probes,
     };
     let json = args.json;
     let bar = (!json).then(|| {
