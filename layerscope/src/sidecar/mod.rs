@@ -12,6 +12,7 @@ pub mod config;
 pub mod discovery;
 pub mod exposition;
 pub mod http;
+pub mod layer_index;
 pub mod logging;
 pub mod metrics;
 pub mod probe;

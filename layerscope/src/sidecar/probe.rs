@@ -145,7 +145,7 @@ pub struct OverlayProbes {
     /// Bytes of lower files read by more than one container, cached once,
     /// per layer chain-id (from the last look).
     page_cache_shared: Vec<(String, u64)>,
-    layers: LayerIndex,
+    layers: super::layer_index::LayerIndex,
 }
 
 /// How often the page-cache maps are read (they grow with cached files).
@@ -226,6 +226,9 @@ impl OverlayProbes {
         self.page_cache_checked = Some(Instant::now());
         let report = ebpf_probes::pagecache::PageCacheReport::collect(&self.tracer);
         let mut shared = std::collections::BTreeMap::new();
+        if report.files.iter().any(|f| f.readers.len() > 1) {
+            self.layers.refresh();
+        }
         for file in report.files.iter().filter(|f| f.readers.len() > 1) {
             if let Some(layer) = self.layers.layer_of(file.dev, file.ino) {
                 *shared.entry(layer).or_insert(0) += file.cached_bytes;
@@ -254,7 +257,7 @@ pub fn open(roots: Vec<std::path::PathBuf>) -> Box<dyn ProbeSource> {
         roots,
         ..Default::default()
     };
-    let layers = LayerIndex::new(options.roots.clone());
+    let layers = super::layer_index::LayerIndex::new(options.roots.clone());
     match ebpf_probes::OverlayTracer::start(options) {
         Ok(tracer) => Box::new(OverlayProbes {
             tracer,
@@ -265,78 +268,5 @@ pub fn open(roots: Vec<std::path::PathBuf>) -> Box<dyn ProbeSource> {
             layers,
         }),
         Err(e) => Box::new(Detached { why: e.to_string() }),
-    }
-}
-
-/// Which image layer holds a lower file, by (kernel dev, inode): the
-/// lower dirs of the live overlay mounts are searched once per inode and
-/// the answer kept; the layer is named by its chain-id when a store under
-/// one of `roots` knows its cache-id, else by the cache-id.
-struct LayerIndex {
-    roots: Vec<std::path::PathBuf>,
-    by_inode: std::collections::HashMap<(u32, u64), Option<String>>,
-}
-
-impl LayerIndex {
-    fn new(roots: Vec<std::path::PathBuf>) -> Self {
-        Self {
-            roots,
-            by_inode: Default::default(),
-        }
-    }
-
-    fn layer_of(&mut self, dev: u32, ino: u64) -> Option<String> {
-        if let Some(known) = self.by_inode.get(&(dev, ino)) {
-            return known.clone();
-        }
-        let found = self.search(dev, ino);
-        self.by_inode.insert((dev, ino), found.clone());
-        found
-    }
-
-    fn search(&self, dev: u32, ino: u64) -> Option<String> {
-        use std::os::unix::fs::MetadataExt;
-        let mounts = ebpf_probes::mounts::overlay_mounts().ok()?;
-        let mut seen = std::collections::HashSet::new();
-        for lower in mounts.iter().flat_map(|m| m.lowerdirs.iter()) {
-            let Ok(dir) = lower.canonicalize() else {
-                continue;
-            };
-            if !seen.insert(dir.clone()) {
-                continue;
-            }
-            let on_dev = std::fs::metadata(&dir)
-                .is_ok_and(|m| ebpf_probes::events::kernel_dev(m.dev()) == dev);
-            if !on_dev {
-                continue;
-            }
-            let holds = walkdir::WalkDir::new(&dir)
-                .into_iter()
-                .filter_map(Result::ok)
-                .any(|entry| entry.metadata().is_ok_and(|m| m.ino() == ino));
-            if holds {
-                return self.name_of(&dir);
-            }
-        }
-        None
-    }
-
-    /// `<home>/<cache-id>/diff` -> the chain-id whose layerdb entry names
-    /// that cache-id, else the cache-id.
-    fn name_of(&self, diff: &std::path::Path) -> Option<String> {
-        let cache_id = diff.parent()?.file_name()?.to_str()?.to_string();
-        for root in &self.roots {
-            let Ok(entries) = std::fs::read_dir(root.join("image/overlay2/layerdb/sha256")) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let names_it = std::fs::read_to_string(entry.path().join("cache-id"))
-                    .is_ok_and(|id| id.trim() == cache_id);
-                if names_it {
-                    return Some(format!("sha256:{}", entry.file_name().to_string_lossy()));
-                }
-            }
-        }
-        Some(cache_id)
     }
 }
