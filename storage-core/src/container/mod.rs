@@ -3,10 +3,11 @@
 //! (`<root>/containers/<id>/config.v2.json`, `layerdb/mounts/<id>/`), with
 //! mount/unmount, `docker diff`-style changes, commit into a new layer, and
 //! `docker ps -s` sizes. Volumes and bind mounts (`MountPoints`) are in
-//! [`mounts`].
+//! [`mounts`]; names are reserved in [`names`].
 
 pub mod init_layer;
 pub mod mounts;
+pub mod names;
 
 pub use mounts::CreateOptions;
 
@@ -103,6 +104,7 @@ pub struct ContainerStore<'a> {
     dir: PathBuf,
     layers: &'a LayerStore,
     volumes: VolumeStore,
+    names: names::NameIndex,
 }
 
 impl<'a> ContainerStore<'a> {
@@ -111,10 +113,19 @@ impl<'a> ContainerStore<'a> {
         let dir = root.join("containers");
         fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
         let volumes = VolumeStore::open(root)?;
+        let names = names::NameIndex::open(root, || {
+            let configs = list_configs(&dir).map_err(std::io::Error::other)?;
+            Ok(configs
+                .into_iter()
+                .map(|c| (c.short_name().to_owned(), c.id))
+                .collect())
+        })
+        .map_err(io_err("index container names in", root))?;
         Ok(Self {
             dir,
             layers,
             volumes,
+            names,
         })
     }
 
@@ -170,15 +181,35 @@ impl<'a> ContainerStore<'a> {
     ) -> Result<Container, ContainerError> {
         check_name(name)?;
         // By name only: a new name may well be a prefix of some id.
-        if let Some(existing) = self.list()?.into_iter().find(|c| c.short_name() == name) {
+        if let Some(owner) = self.names.owner(name).filter(|id| self.is_alive(id)) {
             return Err(ContainerError::NameInUse {
                 name: name.to_string(),
-                id: existing.id,
+                id: owner,
             });
         }
         let mut points = mounts::plan(self, options)?;
         let id = fsutil::random_hex_id();
         self.layers.create_rw(&id, top, Some(&init_layer::setup))?;
+        // Reserved once the rw layer exists, so a reservation never looks
+        // stale while its create runs; a lost race undoes the layer.
+        let reserved = self
+            .names
+            .reserve(name, &id, |owner| self.is_alive(owner))
+            .map_err(io_err("reserve name", &self.dir));
+        match reserved {
+            Ok(names::Reserve::Done) => {}
+            Ok(names::Reserve::Taken(owner)) => {
+                let _ = self.layers.remove_rw(&id);
+                return Err(ContainerError::NameInUse {
+                    name: name.to_string(),
+                    id: owner,
+                });
+            }
+            Err(e) => {
+                let _ = self.layers.remove_rw(&id);
+                return Err(e);
+            }
+        }
         let mut container = Container {
             id: id.clone(),
             name: format!("/{name}"),
@@ -218,48 +249,68 @@ impl<'a> ContainerStore<'a> {
         if let Err(e) = written {
             let _ = self.layers.remove_rw(&id);
             let _ = fsutil::remove_all(&self.dir.join(&id));
+            let _ = self.names.release(name, &id);
             return Err(e);
         }
         Ok(container)
     }
 
-    /// A container by name, full id or unique id prefix.
+    /// Whether container `id` exists: its config or its rw layer.
+    fn is_alive(&self, id: &str) -> bool {
+        self.dir.join(id).join("config.v2.json").exists() || self.layers.rw_layer(id).is_ok()
+    }
+
+    fn load(&self, id: &str) -> Result<Option<Container>, ContainerError> {
+        let path = self.dir.join(id).join("config.v2.json");
+        match fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| ContainerError::Corrupt {
+                        path,
+                        what: e.to_string(),
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("read", &path)(e)),
+        }
+    }
+
+    /// A container by name, full id or unique id prefix: a name or a full
+    /// id is one file read; only a prefix lists the ids.
     pub fn find(&self, name_or_id: &str) -> Result<Container, ContainerError> {
         let wanted = name_or_id.trim_start_matches('/');
-        let all = self.list()?;
-        if let Some(c) = all
-            .iter()
-            .find(|c| c.id == wanted || c.short_name() == wanted)
-        {
-            return Ok(c.clone());
+        let not_found = || ContainerError::NotFound {
+            name: name_or_id.to_string(),
+        };
+        if wanted.is_empty() || wanted.contains('/') || wanted.starts_with('.') {
+            return Err(not_found());
         }
-        let by_prefix: Vec<&Container> = all.iter().filter(|c| c.id.starts_with(wanted)).collect();
+        if let Some(container) = self.load(wanted)? {
+            return Ok(container);
+        }
+        if let Some(id) = self.names.owner(wanted) {
+            if let Some(container) = self.load(&id)? {
+                return Ok(container);
+            }
+        }
+        let mut by_prefix = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(io_err("read", &self.dir))? {
+            let entry = entry.map_err(io_err("read", &self.dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(wanted) {
+                by_prefix.push(name);
+            }
+        }
         match by_prefix.as_slice() {
-            [one] if !wanted.is_empty() => Ok((*one).clone()),
-            _ => Err(ContainerError::NotFound {
-                name: name_or_id.to_string(),
-            }),
+            [one] => self.load(one)?.ok_or_else(not_found),
+            _ => Err(not_found()),
         }
     }
 
     /// Every container with a config, sorted by name.
     pub fn list(&self) -> Result<Vec<Container>, ContainerError> {
-        let mut containers = Vec::new();
-        for entry in fs::read_dir(&self.dir).map_err(io_err("read", &self.dir))? {
-            let entry = entry.map_err(io_err("read", &self.dir))?;
-            let path = entry.path().join("config.v2.json");
-            let Ok(bytes) = fs::read(&path) else {
-                continue;
-            };
-            let container: Container =
-                serde_json::from_slice(&bytes).map_err(|e| ContainerError::Corrupt {
-                    path: path.clone(),
-                    what: e.to_string(),
-                })?;
-            containers.push(container);
-        }
-        containers.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(containers)
+        list_configs(&self.dir)
     }
 
     fn rw(&self, container: &Container) -> Result<RwLayer, ContainerError> {
@@ -416,12 +467,36 @@ impl<'a> ContainerStore<'a> {
         if config.exists() {
             fs::remove_file(&config).map_err(io_err("remove", &config))?;
         }
+        let name = container.short_name();
+        self.names
+            .release(name, &container.id)
+            .map_err(io_err("release name", &self.dir))?;
         match self.layers.remove_rw(&container.id) {
             Ok(()) | Err(LayerError::MountNotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
         fsutil::remove_all(&dir).map_err(io_err("remove", &dir))
     }
+}
+
+/// Every container config under `dir`, sorted by name.
+fn list_configs(dir: &Path) -> Result<Vec<Container>, ContainerError> {
+    let mut containers = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err("read", dir))? {
+        let entry = entry.map_err(io_err("read", dir))?;
+        let path = entry.path().join("config.v2.json");
+        let Ok(bytes) = fs::read(&path) else {
+            continue;
+        };
+        let container: Container =
+            serde_json::from_slice(&bytes).map_err(|e| ContainerError::Corrupt {
+                path: path.clone(),
+                what: e.to_string(),
+            })?;
+        containers.push(container);
+    }
+    containers.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(containers)
 }
 
 fn check_name(name: &str) -> Result<(), ContainerError> {
