@@ -104,7 +104,10 @@ pub struct ContainerStore<'a> {
     dir: PathBuf,
     layers: &'a LayerStore,
     volumes: VolumeStore,
-    names: names::NameIndex,
+    /// Built on first use, so a store that is only listed (the sidecar's
+    /// read-only scans) is never written to.
+    names: std::sync::OnceLock<names::NameIndex>,
+    root: PathBuf,
 }
 
 impl<'a> ContainerStore<'a> {
@@ -113,19 +116,12 @@ impl<'a> ContainerStore<'a> {
         let dir = root.join("containers");
         fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
         let volumes = VolumeStore::open(root)?;
-        let names = names::NameIndex::open(root, || {
-            let configs = list_configs(&dir).map_err(std::io::Error::other)?;
-            Ok(configs
-                .into_iter()
-                .map(|c| (c.short_name().to_owned(), c.id))
-                .collect())
-        })
-        .map_err(io_err("index container names in", root))?;
         Ok(Self {
             dir,
             layers,
             volumes,
-            names,
+            names: std::sync::OnceLock::new(),
+            root: root.to_path_buf(),
         })
     }
 
@@ -181,7 +177,7 @@ impl<'a> ContainerStore<'a> {
     ) -> Result<Container, ContainerError> {
         check_name(name)?;
         // By name only: a new name may well be a prefix of some id.
-        if let Some(owner) = self.names.owner(name).filter(|id| self.is_alive(id)) {
+        if let Some(owner) = self.names()?.owner(name).filter(|id| self.is_alive(id)) {
             return Err(ContainerError::NameInUse {
                 name: name.to_string(),
                 id: owner,
@@ -193,7 +189,7 @@ impl<'a> ContainerStore<'a> {
         // Reserved once the rw layer exists, so a reservation never looks
         // stale while its create runs; a lost race undoes the layer.
         let reserved = self
-            .names
+            .names()?
             .reserve(name, &id, |owner| self.is_alive(owner))
             .map_err(io_err("reserve name", &self.dir));
         match reserved {
@@ -249,10 +245,29 @@ impl<'a> ContainerStore<'a> {
         if let Err(e) = written {
             let _ = self.layers.remove_rw(&id);
             let _ = fsutil::remove_all(&self.dir.join(&id));
-            let _ = self.names.release(name, &id);
+            if let Ok(names) = self.names() {
+                let _ = names.release(name, &id);
+            }
             return Err(e);
         }
         Ok(container)
+    }
+
+    /// The name index, built from the configs the first time a store
+    /// without one is used.
+    fn names(&self) -> Result<&names::NameIndex, ContainerError> {
+        if let Some(index) = self.names.get() {
+            return Ok(index);
+        }
+        let index = names::NameIndex::open(&self.root, || {
+            let configs = list_configs(&self.dir).map_err(std::io::Error::other)?;
+            Ok(configs
+                .into_iter()
+                .map(|c| (c.short_name().to_owned(), c.id))
+                .collect())
+        })
+        .map_err(io_err("index container names in", &self.root))?;
+        Ok(self.names.get_or_init(|| index))
     }
 
     /// Whether container `id` exists: its config or its rw layer.
@@ -289,7 +304,7 @@ impl<'a> ContainerStore<'a> {
         if let Some(container) = self.load(wanted)? {
             return Ok(container);
         }
-        if let Some(id) = self.names.owner(wanted) {
+        if let Some(id) = self.names()?.owner(wanted) {
             if let Some(container) = self.load(&id)? {
                 return Ok(container);
             }
@@ -468,7 +483,7 @@ impl<'a> ContainerStore<'a> {
             fs::remove_file(&config).map_err(io_err("remove", &config))?;
         }
         let name = container.short_name();
-        self.names
+        self.names()?
             .release(name, &container.id)
             .map_err(io_err("release name", &self.dir))?;
         match self.layers.remove_rw(&container.id) {
