@@ -612,15 +612,6 @@ impl Driver for Aufs {
         self.create_layer(id, parent, opts)
     }
 
-    fn create_rw(
-        &self,
-        id: &str,
-        parent: Option<&str>,
-        opts: &CreateOpts,
-    ) -> Result<(), DriverError> {
-        self.create_layer(id, parent, opts)
-    }
-
     fn remove(&self, id: &str) -> Result<(), DriverError> {
         self.existing(id)?;
         self.unmount_union(id)?;

@@ -260,15 +260,6 @@ impl Driver for Btrfs {
         self.create_layer(id, parent, opts)
     }
 
-    fn create_rw(
-        &self,
-        id: &str,
-        parent: Option<&str>,
-        opts: &CreateOpts,
-    ) -> Result<(), DriverError> {
-        self.create_layer(id, parent, opts)
-    }
-
     fn remove(&self, id: &str) -> Result<(), DriverError> {
         let dir = self.existing_dir(id)?;
         let quota = self.quota_file(id);

@@ -40,13 +40,16 @@ pub trait Driver: Send + Sync {
     /// Creates a read-only layer `id` on `parent`.
     fn create(&self, id: &str, parent: Option<&str>, opts: &CreateOpts) -> Result<(), DriverError>;
 
-    /// Creates a writable layer (a container's rw or init layer).
+    /// Creates a writable layer (a container's rw or init layer); by
+    /// default the same as [`Self::create`], as in most of moby's drivers.
     fn create_rw(
         &self,
         id: &str,
         parent: Option<&str>,
         opts: &CreateOpts,
-    ) -> Result<(), DriverError>;
+    ) -> Result<(), DriverError> {
+        self.create(id, parent, opts)
+    }
 
     /// Removes layer `id` and everything the driver keeps for it.
     fn remove(&self, id: &str) -> Result<(), DriverError>;
