@@ -26,6 +26,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::layer_id;
 use super::mountref::MountCounter;
 use super::{CreateOpts, Driver, DriverError, DriverOptions};
 use crate::archive::{self, AppliedLayer, Change, ChangeKind, WhiteoutFormat};
@@ -145,19 +146,6 @@ impl Aufs {
         })
     }
 
-    fn check_id(id: &str) -> Result<(), DriverError> {
-        let valid = !id.is_empty()
-            && !id.starts_with('.')
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if valid {
-            Ok(())
-        } else {
-            Err(DriverError::InvalidId { id: id.to_string() })
-        }
-    }
-
     /// `<home>/diff/<id>`: the layer's own files.
     pub fn diff_dir(&self, id: &str) -> PathBuf {
         self.home.join(DIFF_DIR).join(id)
@@ -182,12 +170,7 @@ impl Aufs {
     }
 
     fn existing(&self, id: &str) -> Result<(), DriverError> {
-        Self::check_id(id)?;
-        if self.diff_dir(id).is_dir() {
-            Ok(())
-        } else {
-            Err(DriverError::NotFound { id: id.to_string() })
-        }
+        layer_id::existing_dir(id, &[], |id| self.diff_dir(id)).map(drop)
     }
 
     /// Parent ids of `id`, newest first (moby's getParentIDs).
@@ -212,7 +195,7 @@ impl Aufs {
         parent: Option<&str>,
         opts: &CreateOpts,
     ) -> Result<(), DriverError> {
-        Self::check_id(id)?;
+        layer_id::check(id, &[])?;
         if let Some(key) = opts.storage_opt.keys().next() {
             return Err(DriverError::UnknownOption {
                 id: id.to_string(),
@@ -653,7 +636,7 @@ impl Driver for Aufs {
     }
 
     fn exists(&self, id: &str) -> bool {
-        Self::check_id(id).is_ok() && self.diff_dir(id).is_dir()
+        layer_id::check(id, &[]).is_ok() && self.diff_dir(id).is_dir()
     }
 
     fn status(&self) -> Vec<(String, String)> {

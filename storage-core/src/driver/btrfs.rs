@@ -22,6 +22,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::layer_id;
 use super::{CreateOpts, Driver, DriverError, DriverOptions, naive};
 use crate::archive::{AppliedLayer, Change};
 use crate::fsutil;
@@ -96,28 +97,8 @@ impl Btrfs {
         self.home.join(QUOTAS).join(id)
     }
 
-    fn check_id(id: &str) -> Result<(), DriverError> {
-        let valid = !id.is_empty()
-            && !id.starts_with('.')
-            && id.len() < 256
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if valid {
-            Ok(())
-        } else {
-            Err(DriverError::InvalidId { id: id.to_string() })
-        }
-    }
-
     fn existing_dir(&self, id: &str) -> Result<PathBuf, DriverError> {
-        Self::check_id(id)?;
-        let dir = self.dir(id);
-        if dir.is_dir() {
-            Ok(dir)
-        } else {
-            Err(DriverError::NotFound { id: id.to_string() })
-        }
+        layer_id::existing_dir(id, &[], |id| self.dir(id))
     }
 
     fn enable_quota(&self) -> Result<(), DriverError> {
@@ -167,7 +148,7 @@ impl Btrfs {
         parent: Option<&str>,
         opts: &CreateOpts,
     ) -> Result<(), DriverError> {
-        Self::check_id(id)?;
+        layer_id::check(id, &[])?;
         let size = self.requested_size(id, opts)?;
         let dir = self.dir(id);
         if dir.exists() {
@@ -291,7 +272,7 @@ impl Driver for Btrfs {
     }
 
     fn exists(&self, id: &str) -> bool {
-        Self::check_id(id).is_ok() && self.dir(id).is_dir()
+        layer_id::check(id, &[]).is_ok() && self.dir(id).is_dir()
     }
 
     fn status(&self) -> Vec<(String, String)> {

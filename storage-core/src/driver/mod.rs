@@ -8,6 +8,7 @@ pub mod aufs;
 pub mod btrfs;
 pub mod devmapper;
 pub mod error;
+pub mod layer_id;
 pub mod mountref;
 pub mod naive;
 pub mod overlay2;

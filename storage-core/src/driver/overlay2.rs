@@ -20,6 +20,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use super::layer_id;
 use super::mountref::MountCounter;
 use super::{CreateOpts, Driver, DriverError, DriverOptions};
 use crate::archive::{self, AppliedLayer, Change, WhiteoutFormat};
@@ -129,30 +130,8 @@ impl Overlay2 {
         self.home.join(id)
     }
 
-    fn check_id(id: &str) -> Result<(), DriverError> {
-        let valid = !id.is_empty()
-            && id != "."
-            && id != ".."
-            && id != LINK_DIR
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-            && !id.starts_with('.');
-        if valid {
-            Ok(())
-        } else {
-            Err(DriverError::InvalidId { id: id.to_string() })
-        }
-    }
-
     fn existing_dir(&self, id: &str) -> Result<PathBuf, DriverError> {
-        Self::check_id(id)?;
-        let dir = self.dir(id);
-        if dir.is_dir() {
-            Ok(dir)
-        } else {
-            Err(DriverError::NotFound { id: id.to_string() })
-        }
+        layer_id::existing_dir(id, &[LINK_DIR], |id| self.dir(id))
     }
 
     /// The `lower` file of a child of `parent`: the parent's link, then the
@@ -208,7 +187,7 @@ impl Overlay2 {
         parent: Option<&str>,
         opts: &CreateOpts,
     ) -> Result<(), DriverError> {
-        Self::check_id(id)?;
+        layer_id::check(id, &[LINK_DIR])?;
         if let Some(key) = opts.storage_opt.keys().next() {
             return Err(DriverError::UnknownOption {
                 id: id.to_string(),
@@ -459,7 +438,7 @@ impl Driver for Overlay2 {
     }
 
     fn exists(&self, id: &str) -> bool {
-        Self::check_id(id).is_ok() && self.dir(id).is_dir()
+        layer_id::check(id, &[LINK_DIR]).is_ok() && self.dir(id).is_dir()
     }
 
     fn status(&self) -> Vec<(String, String)> {

@@ -19,6 +19,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use super::layer_id;
 use super::{CreateOpts, Driver, DriverError, DriverOptions, naive};
 use crate::archive::{AppliedLayer, Change};
 use crate::fsutil;
@@ -97,27 +98,8 @@ impl Vfs {
         self.home.join(DIR).join(id)
     }
 
-    fn check_id(id: &str) -> Result<(), DriverError> {
-        let valid = !id.is_empty()
-            && !id.starts_with('.')
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if valid {
-            Ok(())
-        } else {
-            Err(DriverError::InvalidId { id: id.to_string() })
-        }
-    }
-
     fn existing_dir(&self, id: &str) -> Result<PathBuf, DriverError> {
-        Self::check_id(id)?;
-        let dir = self.dir(id);
-        if dir.is_dir() {
-            Ok(dir)
-        } else {
-            Err(DriverError::NotFound { id: id.to_string() })
-        }
+        layer_id::existing_dir(id, &[], |id| self.dir(id))
     }
 
     /// Creates layer `id`, a copy of `parent`'s tree; returns what the copy
@@ -127,7 +109,7 @@ impl Vfs {
         id: &str,
         parent: Option<&str>,
     ) -> Result<tree_copy::CopyStats, DriverError> {
-        Self::check_id(id)?;
+        layer_id::check(id, &[])?;
         let dir = self.dir(id);
         if dir.exists() {
             return Err(DriverError::AlreadyExists { id: id.to_string() });
@@ -218,7 +200,7 @@ impl Driver for Vfs {
     }
 
     fn exists(&self, id: &str) -> bool {
-        Self::check_id(id).is_ok() && self.dir(id).is_dir()
+        layer_id::check(id, &[]).is_ok() && self.dir(id).is_dir()
     }
 
     fn status(&self) -> Vec<(String, String)> {
