@@ -1,6 +1,8 @@
 //! `cargo xtask bench`: the main job. Installs what is missing, builds
 //! layerscope in release mode (BPF objects included) and runs
-//! `layerscope bench` with the small scale unless told otherwise.
+//! `layerscope bench` with the small scale unless told otherwise. With
+//! `--runs N` it runs the benchmark N times (into `<out>/run-<i>`) and
+//! reports how far each ratio moved between runs (`repeatability.md`).
 
 use std::ffi::OsString;
 
@@ -15,6 +17,9 @@ pub struct Args {
     /// Where results go (default: results/ in the workspace).
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
+    /// Run the benchmark this many times and report the ratios' spread.
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
     /// Further arguments for `layerscope bench` (after `--`).
     #[arg(last = true)]
     pub rest: Vec<OsString>,
@@ -33,13 +38,41 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
     let binary = target.join("release/layerscope");
-    run_command(
-        std::process::Command::new(binary)
-            .arg("bench")
-            .arg("--scale")
-            .arg(&args.scale)
-            .arg("--out")
-            .arg(out)
-            .args(&args.rest),
-    )
+    let bench = |out: &std::path::Path| {
+        run_command(
+            std::process::Command::new(&binary)
+                .arg("bench")
+                .arg("--scale")
+                .arg(&args.scale)
+                .arg("--out")
+                .arg(out)
+                .args(&args.rest),
+        )
+    };
+    if args.runs <= 1 {
+        return bench(&out);
+    }
+    let mut files = Vec::new();
+    for i in 1..=args.runs {
+        let run_out = out.join(format!("run-{i}"));
+        eprintln!("xtask bench: run {i} of {}", args.runs);
+        bench(&run_out)?;
+        files.push(run_out.join("results.json"));
+    }
+    let runs = crate::repeatability::read(&files)?;
+    let (table, over) = crate::repeatability::report(&runs, args.runs);
+    let path = out.join("repeatability.md");
+    std::fs::write(&path, &table)?;
+    println!(
+        "{table}
+(written to {})",
+        path.display()
+    );
+    if over > 0 {
+        eprintln!(
+            "xtask bench: {over} ratio(s) moved more than {:.0}% between runs",
+            crate::repeatability::BOUND * 100.0
+        );
+    }
+    Ok(())
 }

@@ -7,6 +7,7 @@ mod bench;
 mod build_ebpf;
 mod ci;
 mod deps;
+mod repeatability;
 mod run;
 mod vm_test;
 
