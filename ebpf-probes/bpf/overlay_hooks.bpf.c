@@ -21,11 +21,11 @@
 //     functions are out of reach of its fentry programs.
 // The upper inode side is filesystem-module safe in both rungs: where ext4
 // is a module (Debian), its types live in module BTF, which aya 0.14
-// neither relocates against nor attaches to, so the included tp_btf and
-// CO-RE ext4 programs cannot load there. Both rungs replace them:
+// neither relocates against nor attaches to, so the included tp_btf
+// ext4 programs cannot load there. Both rungs use instead:
 //   - ext4:ext4_allocate_inode and ext4:ext4_free_inode as classic
 //     tracepoints read through the tracepoints' fixed record layout (no
-//     CO-RE), same logic as ovl_allocate_inode / ovl_free_inode;
+//     CO-RE): ovl_hk_allocate_inode and ovl_free_inode, included;
 //   - the shared whiteout linked again (vfs_link of a registered whiteout
 //     into an overlay workdir) and a whiteout removed (vfs_unlink of a
 //     char 0/0 after a dir was exchanged over it, or vfs_rename of a new
@@ -136,145 +136,6 @@ int BPF_PROG(ovl_fx_clone, struct file *file_in, loff_t pos_in, struct file *fil
 
 #define RENAME_EXCHANGE (1 << 1)
 #define RENAME_WHITEOUT (1 << 2)
-
-// Thread id -> overlay mount id of its vfs_rename with RENAME_WHITEOUT
-// (found from the renamed dentry's ancestors), for the whiteout ext4 then
-// allocates in the upper dir.
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u64);
-	__type(value, __u32);
-} rename_mounts SEC(".maps");
-
-// The records of ext4:ext4_allocate_inode and ext4:ext4_free_inode (the
-// tracefs `format` files; unchanged since 2.6).
-struct ext4_alloc_rec {
-	__u64 common;
-	__u32 dev;
-	__u32 pad;
-	__u64 ino;
-	__u64 dir;
-	__u16 mode;
-};
-
-struct ext4_free_rec {
-	__u64 common;
-	__u32 dev;
-	__u32 pad;
-	__u64 ino;
-	__u32 uid;
-	__u32 gid;
-	__u64 blocks;
-	__u16 mode;
-};
-
-SEC("tracepoint/ext4/ext4_allocate_inode")
-int ovl_hk_allocate_inode(struct ext4_alloc_rec *ctx)
-{
-	struct inode_key key = { .dev = ctx->dev, .ino = ctx->dir };
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 type = ctx->mode & S_IFMT;
-	struct workdir_value *wd;
-	struct task_state *state;
-	struct inflight *in;
-	__u16 kind;
-
-	wd = bpf_map_lookup_elem(&workdirs, &key);
-	if (!wd && type == S_IFDIR) {
-		// An overlay being mounted: its first new dir is work/work.
-		in = bpf_map_lookup_elem(&inflights, &id);
-		if (in && in->class == CLASS_MOUNT && !in->registered) {
-			struct inode_key wkey = { .dev = ctx->dev, .ino = ctx->ino };
-			struct workdir_value value = { .metacopy = 1 };
-			__u32 one = 1;
-			__s64 *counter = bpf_map_lookup_elem(&lazy_outstanding, &one);
-
-			if (counter) {
-				value.mount_id = PENDING_BASE | (__u32)__sync_fetch_and_add(counter, 1);
-				bpf_map_update_elem(&workdirs, &wkey, &value, BPF_NOEXIST);
-				in->registered = 1;
-			}
-		}
-		return 0;
-	}
-	if (!wd) {
-		__u32 *upper;
-		__u32 mount_id = 0;
-
-		// RENAME_WHITEOUT: the whiteout is made right in the upper dir:
-		// the upper root, else the mount vfs_rename found walking up
-		// (`rename_mounts`), else the mount of the rename's copy-up.
-		if (type != S_IFCHR)
-			return 0;
-		in = bpf_map_lookup_elem(&inflights, &id);
-		if (!in || in->class != CLASS_RENAME)
-			return 0;
-		upper = bpf_map_lookup_elem(&uppers, &key);
-		if (upper)
-			mount_id = *upper;
-		if (!mount_id) {
-			__u32 *renamed = bpf_map_lookup_elem(&rename_mounts, &id);
-
-			if (renamed)
-				mount_id = *renamed;
-		}
-		state = state_for(id, ctx->dev);
-		if (!state)
-			return 0;
-		if (!mount_id && state->nitems > 0)
-			mount_id = state->items[0].mount_id;
-		push_item(state, ctx->ino, mount_id, ITEM_WHITEOUT, 0);
-		return 0;
-	}
-	state = state_for(id, ctx->dev);
-	if (!state)
-		return 0;
-	switch (type) {
-	case S_IFREG:
-		kind = ITEM_REG;
-		break;
-	case S_IFDIR:
-		kind = ITEM_DIR;
-		break;
-	case S_IFCHR: {
-		struct inode_key wkey = { .dev = ctx->dev, .ino = ctx->ino };
-		struct whiteout_value wv = { .mount_id = wd->mount_id, .nlink = 1 };
-
-		in = bpf_map_lookup_elem(&inflights, &id);
-		if (in && in->class == CLASS_MOUNT)
-			return 0;
-		bpf_map_update_elem(&whiteouts, &wkey, &wv, BPF_ANY);
-		kind = ITEM_WHITEOUT;
-		break;
-	}
-	default:
-		kind = ITEM_OTHER;
-	}
-	push_item(state, ctx->ino, wd->mount_id, kind, wd->metacopy);
-	return 0;
-}
-
-SEC("tracepoint/ext4/ext4_free_inode")
-int ovl_hk_free_inode(struct ext4_free_rec *ctx)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	struct inode_key key = { .dev = ctx->dev, .ino = ctx->ino };
-	struct task_state *state;
-
-	if ((ctx->mode & S_IFMT) == S_IFCHR)
-		bpf_map_delete_elem(&whiteouts, &key);
-	state = bpf_map_lookup_elem(&tasks, &id);
-	if (!state)
-		return 0;
-	for (int i = 0; i < MAX_ITEMS; i++) {
-		if (i >= state->nitems)
-			break;
-		if (state->items[i].ino == ctx->ino)
-			state->items[i].freed = 1;
-	}
-	return 0;
-}
 
 // vfs_link(old_dentry, idmap, dir, new_dentry, delegated): overlay links
 // its shared whiteout into the workdir for every whiteout after the first.

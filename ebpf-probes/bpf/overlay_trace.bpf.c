@@ -20,6 +20,13 @@
 // raw_syscalls:sys_exit classifies and pushes one `struct ovl_event` per
 // result into the ring buffer, and bumps the per-CPU totals.
 //
+// Where ext4 is a module (Debian), the tp_btf programs cannot attach
+// (aya 0.14 does not resolve module BTF): user space attaches their
+// classic-tracepoint twins instead, ovl_hk_allocate_inode and
+// ovl_tp_mark_inode_dirty, which read the records' fixed layouts. An
+// upper dir on xfs is traced by the programs of the xfs section (end of
+// file), which feed the same per-syscall items.
+//
 // Mirrored in Rust by ebpf-probes/src/events.rs (struct layout, kinds,
 // slots, classes): keep both in sync.
 
@@ -116,7 +123,8 @@ struct item {
 	__u32 mount_id;
 	__u16 kind;
 	__u16 writes;
-	__u32 freed;
+	__u16 freed;
+	__u16 pending; // xfs O_TMPFILE inode whose dir is not known yet
 	__u32 metacopy;
 };
 
@@ -125,6 +133,8 @@ struct task_state {
 	__u32 nitems;
 	__u32 whiteout_removed;
 	__u32 overflow;
+	__u32 rename_mount; // xfs: the mount of this syscall's rename
+	__u32 pad;
 	struct item items[MAX_ITEMS];
 };
 
@@ -168,6 +178,15 @@ struct {
 	__type(key, struct inode_key);
 	__type(value, __u32);
 } uppers SEC(".maps");
+
+// Dirs copied up while traced -> mount id: where a RENAME_WHITEOUT below
+// the upper root finds its mount when dentries cannot be walked.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct inode_key);
+	__type(value, __u32);
+} upper_dirs SEC(".maps");
 
 // Metadata-only copy-ups: their data is copied later, inside an open.
 struct {
@@ -319,6 +338,7 @@ static __always_inline void push_item(struct task_state *state, __u64 ino, __u32
 	state->items[n].kind = kind;
 	state->items[n].writes = 0;
 	state->items[n].freed = 0;
+	state->items[n].pending = 0;
 	state->items[n].metacopy = metacopy;
 	state->nitems = n + 1;
 }
@@ -329,6 +349,19 @@ static __always_inline int has_whiteout(struct task_state *state)
 		if (i >= state->nitems)
 			break;
 		if (state->items[i].kind == ITEM_WHITEOUT)
+			return 1;
+	}
+	return 0;
+}
+
+// Whether the syscall already has an item for `ino` (xfs adds a dir entry
+// twice when the dir changes format mid-insert).
+static __always_inline int has_item(struct task_state *state, __u64 ino)
+{
+	for (int i = 0; i < MAX_ITEMS; i++) {
+		if (i >= state->nitems)
+			break;
+		if (state->items[i].ino == ino && !state->items[i].freed)
 			return 1;
 	}
 	return 0;
@@ -441,7 +474,7 @@ int ovl_sys_exit(struct trace_event_raw_sys_exit *ctx)
 		if (i >= state->nitems)
 			break;
 		item = &state->items[i];
-		if (item->freed)
+		if (item->freed || item->pending)
 			continue;
 		switch (item->kind) {
 		case ITEM_REG:
@@ -474,6 +507,11 @@ int ovl_sys_exit(struct trace_event_raw_sys_exit *ctx)
 			struct inode_key key = { .dev = state->dev, .ino = item->ino };
 
 			bpf_map_update_elem(&metacopies, &key, &item->mount_id, BPF_ANY);
+		}
+		if ((kind == KIND_DIR || kind == KIND_OPAQUE) && item->mount_id) {
+			struct inode_key key = { .dev = state->dev, .ino = item->ino };
+
+			bpf_map_update_elem(&upper_dirs, &key, &item->mount_id, BPF_ANY);
 		}
 		emit(in, state, item, kind, now, id);
 	}
@@ -647,7 +685,7 @@ int BPF_PROG(ovl_mark_inode_dirty, struct inode *inode, unsigned long ip)
 	return 0;
 }
 
-static __always_inline void on_write(__u32 dev, __u64 ino, __u32 copied)
+static __always_inline void on_write(__u32 dev, __u64 ino, __u64 copied)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct task_state *state = bpf_map_lookup_elem(&tasks, &id);
@@ -700,44 +738,230 @@ static __always_inline void on_write(__u32 dev, __u64 ino, __u32 copied)
 	}
 }
 
+// Classic ext4 tracepoints, read through their fixed record layouts (the
+// tracefs `format` files; unchanged since 2.6, and checked by user space
+// against the running kernel's before attaching: src/tpformat.rs). No
+// CO-RE: they load where ext4 is a module, whose types live in module BTF
+// that aya 0.14 does not relocate against.
+struct ext4_write_end_rec {
+	__u64 common;
+	__u32 dev;
+	__u32 pad;
+	__u64 ino;
+	__s64 pos;
+	__u32 len;
+	__u32 copied;
+};
+
+struct ext4_free_rec {
+	__u64 common;
+	__u32 dev;
+	__u32 pad;
+	__u64 ino;
+	__u32 uid;
+	__u32 gid;
+	__u64 blocks;
+	__u16 mode;
+};
+
+struct ext4_alloc_rec {
+	__u64 common;
+	__u32 dev;
+	__u32 pad;
+	__u64 ino;
+	__u64 dir;
+	__u16 mode;
+};
+
+struct ext4_dirty_rec {
+	__u64 common;
+	__u32 dev;
+	__u32 pad;
+	__u64 ino;
+	__u64 ip;
+};
+
 SEC("tracepoint/ext4/ext4_da_write_end")
-int ovl_da_write_end(struct trace_event_raw_ext4__write_end *ctx)
+int ovl_da_write_end(struct ext4_write_end_rec *ctx)
 {
 	on_write(ctx->dev, ctx->ino, ctx->copied);
 	return 0;
 }
 
 SEC("tracepoint/ext4/ext4_write_end")
-int ovl_write_end(struct trace_event_raw_ext4__write_end *ctx)
+int ovl_write_end(struct ext4_write_end_rec *ctx)
 {
 	on_write(ctx->dev, ctx->ino, ctx->copied);
 	return 0;
 }
 
 SEC("tracepoint/ext4/ext4_journalled_write_end")
-int ovl_journalled_write_end(struct trace_event_raw_ext4__write_end *ctx)
+int ovl_journalled_write_end(struct ext4_write_end_rec *ctx)
 {
 	on_write(ctx->dev, ctx->ino, ctx->copied);
 	return 0;
 }
 
-SEC("tracepoint/ext4/ext4_free_inode")
-int ovl_free_inode(struct trace_event_raw_ext4_free_inode *ctx)
+// A temporary freed inside the call (overlay's own checks,
+// ovl_clear_empty) is not a copy-up.
+static __always_inline void on_free(__u32 dev, __u64 ino)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	struct inode_key key = { .dev = ctx->dev, .ino = ctx->ino };
 	struct task_state *state;
 
-	if ((ctx->mode & S_IFMT) == S_IFCHR)
-		bpf_map_delete_elem(&whiteouts, &key);
 	state = bpf_map_lookup_elem(&tasks, &id);
 	if (!state)
-		return 0;
+		return;
 	for (int i = 0; i < MAX_ITEMS; i++) {
 		if (i >= state->nitems)
 			break;
-		if (state->items[i].ino == ctx->ino)
+		if (state->items[i].ino == ino)
 			state->items[i].freed = 1;
+	}
+}
+
+SEC("tracepoint/ext4/ext4_free_inode")
+int ovl_free_inode(struct ext4_free_rec *ctx)
+{
+	struct inode_key key = { .dev = ctx->dev, .ino = ctx->ino };
+
+	if ((ctx->mode & S_IFMT) == S_IFCHR)
+		bpf_map_delete_elem(&whiteouts, &key);
+	on_free(ctx->dev, ctx->ino);
+	return 0;
+}
+
+// Thread id -> overlay mount id of its vfs_rename with RENAME_WHITEOUT
+// (filled by the hook rungs' vfs_rename programs, overlay_hooks.bpf.c).
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u32);
+} rename_mounts SEC(".maps");
+
+// ext4:ext4_allocate_inode as a classic tracepoint: the same logic as
+// ovl_allocate_inode without its dentry walk. The hook rungs use it, and
+// the tracepoint rung where tp_btf/ext4_allocate_inode cannot attach
+// (ext4 a module). A RENAME_WHITEOUT's mount comes from the upper root,
+// the hook rungs' vfs_rename (`rename_mounts`), a dir copied up while
+// traced (`upper_dirs`), or the rename's own copy-up.
+SEC("tracepoint/ext4/ext4_allocate_inode")
+int ovl_hk_allocate_inode(struct ext4_alloc_rec *ctx)
+{
+	struct inode_key key = { .dev = ctx->dev, .ino = ctx->dir };
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 type = ctx->mode & S_IFMT;
+	struct workdir_value *wd;
+	struct task_state *state;
+	struct inflight *in;
+	__u16 kind;
+
+	wd = bpf_map_lookup_elem(&workdirs, &key);
+	if (!wd && type == S_IFDIR) {
+		// An overlay being mounted: its first new dir is work/work.
+		in = bpf_map_lookup_elem(&inflights, &id);
+		if (in && in->class == CLASS_MOUNT && !in->registered) {
+			struct inode_key wkey = { .dev = ctx->dev, .ino = ctx->ino };
+			struct workdir_value value = { .metacopy = 1 };
+			__u32 one = 1;
+			__s64 *counter = bpf_map_lookup_elem(&lazy_outstanding, &one);
+
+			if (counter) {
+				value.mount_id = PENDING_BASE | (__u32)__sync_fetch_and_add(counter, 1);
+				bpf_map_update_elem(&workdirs, &wkey, &value, BPF_NOEXIST);
+				in->registered = 1;
+			}
+		}
+		return 0;
+	}
+	if (!wd) {
+		__u32 *found;
+		__u32 mount_id = 0;
+
+		if (type != S_IFCHR)
+			return 0;
+		in = bpf_map_lookup_elem(&inflights, &id);
+		if (!in || in->class != CLASS_RENAME)
+			return 0;
+		found = bpf_map_lookup_elem(&uppers, &key);
+		if (!found)
+			found = bpf_map_lookup_elem(&rename_mounts, &id);
+		if (!found)
+			found = bpf_map_lookup_elem(&upper_dirs, &key);
+		if (found)
+			mount_id = *found;
+		state = state_for(id, ctx->dev);
+		if (!state)
+			return 0;
+		if (!mount_id && state->nitems > 0)
+			mount_id = state->items[0].mount_id;
+		push_item(state, ctx->ino, mount_id, ITEM_WHITEOUT, 0);
+		return 0;
+	}
+	state = state_for(id, ctx->dev);
+	if (!state)
+		return 0;
+	switch (type) {
+	case S_IFREG:
+		kind = ITEM_REG;
+		break;
+	case S_IFDIR:
+		kind = ITEM_DIR;
+		break;
+	case S_IFCHR: {
+		struct inode_key wkey = { .dev = ctx->dev, .ino = ctx->ino };
+		struct whiteout_value wv = { .mount_id = wd->mount_id, .nlink = 1 };
+
+		in = bpf_map_lookup_elem(&inflights, &id);
+		if (in && in->class == CLASS_MOUNT)
+			return 0;
+		bpf_map_update_elem(&whiteouts, &wkey, &wv, BPF_ANY);
+		kind = ITEM_WHITEOUT;
+		break;
+	}
+	default:
+		kind = ITEM_OTHER;
+	}
+	push_item(state, ctx->ino, wd->mount_id, kind, wd->metacopy);
+	return 0;
+}
+
+// ext4:ext4_mark_inode_dirty as a classic tracepoint, where the tp_btf one
+// cannot attach: no inode, so no i_nlink. The shared whiteout dirtied
+// inside an unlink or rmdir is linked again (one more whiteout); inside an
+// open, a create or a rename it loses a link (something is created or
+// renamed over it; renames make their own whiteouts with RENAME_WHITEOUT,
+// allocated). Whiteouts made before the overlay was registered are not
+// recognised.
+SEC("tracepoint/ext4/ext4_mark_inode_dirty")
+int ovl_tp_mark_inode_dirty(struct ext4_dirty_rec *ctx)
+{
+	struct inode_key key = { .dev = ctx->dev, .ino = ctx->ino };
+	__u64 id = bpf_get_current_pid_tgid();
+	struct whiteout_value *wv;
+	struct task_state *state;
+	struct inflight *in;
+
+	wv = bpf_map_lookup_elem(&whiteouts, &key);
+	if (!wv)
+		return 0;
+	in = bpf_map_lookup_elem(&inflights, &id);
+	if (!in)
+		return 0;
+	switch (in->class) {
+	case CLASS_REMOVE:
+		state = state_for(id, ctx->dev);
+		if (state && !has_whiteout(state))
+			push_item(state, ctx->ino, wv->mount_id, ITEM_WHITEOUT, 0);
+		break;
+	case CLASS_CREATE:
+	case CLASS_OPEN:
+	case CLASS_RENAME: // overlay renames onto a whiteout, never links one
+		state = state_for(id, ctx->dev);
+		if (state)
+			state->whiteout_removed = 1;
+		break;
 	}
 	return 0;
 }
@@ -864,5 +1088,354 @@ int ovl_pc_read(struct trace_event_raw_mm_filemap_op_page_cache_range *ctx)
 				__sync_fetch_and_add(&cv->read, pages);
 		}
 	}
+	return 0;
+}
+
+// ------------------------------------------------------------ xfs
+//
+// An upper dir on xfs (ftype=1, Docker's usual overlay2 backing). xfs has
+// no allocate-inode tracepoint; the same facts come from its directory and
+// unlinked-list tracepoints (tp_btf: the record has no file type):
+//   - a dir entry added in a registered workdir (xfs_dir2_*_addname, with
+//     args->filetype) = ext4_allocate_inode in it: dir copy-up, temp dir of
+//     a create over a whiteout, the shared whiteout made (chrdev) or linked
+//     again (the same inode, linked: one more whiteout);
+//   - an O_TMPFILE inode (regular-file copy-ups: xfs_iunlink of an inode
+//     with no dentry yet) is pending until it is linked (xfs_iunlink_remove)
+//     while its tmpfile dentry sits in a registered workdir; a whiteout
+//     inode of RENAME_WHITEOUT (also O_TMPFILE-like, never in a dir)
+//     takes the mount of the rename's source dir (xfs_rename);
+//   - a registered whiteout's entry removed (xfs_dir2_*_removename), or an
+//     entry of the upper replaced by an inode this syscall made
+//     (xfs_dir2_*_replace): something created over a whiteout;
+//   - bytes: xfs:xfs_file_buffered_write (the splice of overlay's copy)
+//     and xfs:xfs_reflink_remap_range (overlay clones first when lower and
+//     upper share a reflink xfs: the whole length is one remap);
+//   - xfs:xfs_destroy_inode of an inode made in the call: a temporary.
+// The classic records are read through fixed layouts (checked by user
+// space); the tp_btf programs need xfs in vmlinux BTF (built in).
+
+#define XFS_DIR3_FT_REG_FILE 1
+#define XFS_DIR3_FT_DIR 2
+#define XFS_DIR3_FT_CHRDEV 3
+
+static __always_inline struct inode *xfs_vfs(struct xfs_inode *ip)
+{
+	return (struct inode *)__builtin_preserve_access_index(&ip->i_vnode);
+}
+
+// Only filesystems holding a registered overlay's layers are looked at.
+static __always_inline int overlay_dev(__u32 dev)
+{
+	return bpf_map_lookup_elem(&pc_devs, &dev) != 0;
+}
+
+SEC("tp_btf/xfs_iunlink")
+int BPF_PROG(ovl_xfs_iunlink, struct xfs_inode *ip)
+{
+	struct inode *inode = xfs_vfs(ip);
+	__u64 id = bpf_get_current_pid_tgid();
+	struct task_state *state;
+	struct inflight *in;
+	__u32 dev, n;
+	__u16 kind;
+
+	in = bpf_map_lookup_elem(&inflights, &id);
+	if (!in || in->class == CLASS_MOUNT || in->class == CLASS_LAZY)
+		return 0;
+	// A last unlink: the inode still has its dentry.
+	if (BPF_CORE_READ(inode, i_dentry.first))
+		return 0;
+	dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	if (!overlay_dev(dev))
+		return 0;
+	switch (BPF_CORE_READ(inode, i_mode) & S_IFMT) {
+	case S_IFREG:
+		kind = ITEM_REG;
+		break;
+	case S_IFCHR:
+		kind = ITEM_WHITEOUT;
+		break;
+	default:
+		kind = ITEM_OTHER;
+	}
+	state = state_for(id, dev);
+	if (!state)
+		return 0;
+	n = state->nitems;
+	push_item(state, BPF_CORE_READ(inode, i_ino), 0, kind, 0);
+	if (n < MAX_ITEMS && state->nitems > n)
+		state->items[n].pending = 1;
+	return 0;
+}
+
+SEC("tp_btf/xfs_iunlink_remove")
+int BPF_PROG(ovl_xfs_iunlink_remove, struct xfs_inode *ip)
+{
+	struct inode *inode = xfs_vfs(ip);
+	__u64 id = bpf_get_current_pid_tgid();
+	struct task_state *state = bpf_map_lookup_elem(&tasks, &id);
+	struct hlist_node *first;
+	struct item *item = 0;
+	__u64 ino;
+
+	if (!state)
+		return 0;
+	ino = BPF_CORE_READ(inode, i_ino);
+	for (int i = 0; i < MAX_ITEMS; i++) {
+		if (i >= state->nitems)
+			break;
+		if (state->items[i].pending && state->items[i].ino == ino) {
+			item = &state->items[i];
+			break;
+		}
+	}
+	if (!item)
+		return 0;
+	first = BPF_CORE_READ(inode, i_dentry.first);
+	if (first) {
+		// Linked from its tmpfile dentry: a copy-up when that is in a
+		// registered workdir.
+		struct dentry *dentry = container_of(first, struct dentry, d_u.d_alias);
+		struct inode_key key = { .dev = state->dev };
+		struct workdir_value *wd;
+
+		key.ino = BPF_CORE_READ(dentry, d_parent, d_inode, i_ino);
+		wd = bpf_map_lookup_elem(&workdirs, &key);
+		if (wd) {
+			item->mount_id = wd->mount_id;
+			item->metacopy = wd->metacopy;
+			item->pending = 0;
+			return 0;
+		}
+	} else if (item->kind == ITEM_WHITEOUT) {
+		struct inflight *in = bpf_map_lookup_elem(&inflights, &id);
+
+		// RENAME_WHITEOUT: xfs links its whiteout in the rename.
+		if (in && in->class == CLASS_RENAME) {
+			__u32 mount_id = state->rename_mount;
+
+			if (!mount_id && state->nitems > 0)
+				mount_id = state->items[0].mount_id;
+			item->mount_id = mount_id;
+			item->pending = 0;
+			return 0;
+		}
+	}
+	item->freed = 1;
+	return 0;
+}
+
+SEC("tp_btf/xfs_rename")
+int BPF_PROG(ovl_xfs_rename, struct xfs_inode *src_dp, struct xfs_inode *target_dp,
+	     struct xfs_name *src_name, struct xfs_name *target_name)
+{
+	struct inode *dir = xfs_vfs(src_dp);
+	__u64 id = bpf_get_current_pid_tgid();
+	struct task_state *state;
+	struct inflight *in;
+	__u32 dev, mount_id;
+
+	in = bpf_map_lookup_elem(&inflights, &id);
+	if (!in || in->class != CLASS_RENAME)
+		return 0;
+	dev = BPF_CORE_READ(dir, i_sb, s_dev);
+	if (!overlay_dev(dev))
+		return 0;
+	mount_id = upper_mount_of(dir, dev);
+	if (!mount_id)
+		return 0;
+	state = state_for(id, dev);
+	if (state)
+		state->rename_mount = mount_id;
+	return 0;
+}
+
+static __always_inline void xfs_entry_added(struct xfs_da_args *args)
+{
+	struct xfs_inode *dp = BPF_CORE_READ(args, dp);
+	struct inode *dir = xfs_vfs(dp);
+	__u64 id = bpf_get_current_pid_tgid();
+	__u64 child = BPF_CORE_READ(args, inumber);
+	__u8 ft = BPF_CORE_READ(args, filetype);
+	struct inode_key key = {};
+	struct workdir_value *wd;
+	struct task_state *state;
+	struct inflight *in;
+	__u16 kind;
+
+	key.dev = BPF_CORE_READ(dir, i_sb, s_dev);
+	key.ino = BPF_CORE_READ(dir, i_ino);
+	wd = bpf_map_lookup_elem(&workdirs, &key);
+	in = bpf_map_lookup_elem(&inflights, &id);
+	if (!wd) {
+		// An overlay being mounted: its first new dir is work/work.
+		if (ft == XFS_DIR3_FT_DIR && in && in->class == CLASS_MOUNT && !in->registered) {
+			struct inode_key wkey = { .dev = key.dev, .ino = child };
+			struct workdir_value value = { .metacopy = 1 };
+			__u32 one = 1;
+			__s64 *counter = bpf_map_lookup_elem(&lazy_outstanding, &one);
+
+			if (counter) {
+				value.mount_id = PENDING_BASE | (__u32)__sync_fetch_and_add(counter, 1);
+				bpf_map_update_elem(&workdirs, &wkey, &value, BPF_NOEXIST);
+				in->registered = 1;
+			}
+		}
+		return;
+	}
+	if (in && in->class == CLASS_MOUNT)
+		return;
+	state = state_for(id, key.dev);
+	if (!state || has_item(state, child))
+		return;
+	switch (ft) {
+	case XFS_DIR3_FT_REG_FILE:
+		kind = ITEM_REG;
+		break;
+	case XFS_DIR3_FT_DIR:
+		kind = ITEM_DIR;
+		break;
+	case XFS_DIR3_FT_CHRDEV: {
+		// The shared whiteout, made or linked again.
+		struct inode_key wkey = { .dev = key.dev, .ino = child };
+		struct whiteout_value wv = { .mount_id = wd->mount_id, .nlink = 1 };
+
+		bpf_map_update_elem(&whiteouts, &wkey, &wv, BPF_NOEXIST);
+		if (!has_whiteout(state))
+			push_item(state, child, wd->mount_id, ITEM_WHITEOUT, 0);
+		return;
+	}
+	default:
+		kind = ITEM_OTHER;
+	}
+	push_item(state, child, wd->mount_id, kind, wd->metacopy);
+}
+
+static __always_inline void xfs_entry_removed(struct xfs_da_args *args)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct task_state *state = bpf_map_lookup_elem(&tasks, &id);
+	struct inode_key key = {};
+
+	if (!state)
+		return;
+	key.dev = state->dev;
+	key.ino = BPF_CORE_READ(args, inumber);
+	if (bpf_map_lookup_elem(&whiteouts, &key))
+		state->whiteout_removed = 1;
+}
+
+static __always_inline void xfs_entry_replaced(struct xfs_da_args *args)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct task_state *state = bpf_map_lookup_elem(&tasks, &id);
+	struct xfs_inode *dp;
+	struct inode_key key = {};
+	__u64 child;
+
+	if (!state)
+		return;
+	// ".." of a dir moved out of the workdir.
+	if (BPF_CORE_READ(args, namelen) == 2) {
+		char name[2] = {};
+		const __u8 *p = BPF_CORE_READ(args, name);
+
+		bpf_probe_read_kernel(name, sizeof(name), p);
+		if (name[0] == '.' && name[1] == '.')
+			return;
+	}
+	dp = BPF_CORE_READ(args, dp);
+	key.dev = state->dev;
+	key.ino = BPF_CORE_READ(dp, i_ino);
+	if (bpf_map_lookup_elem(&workdirs, &key))
+		return; // the workdir side of an exchange
+	child = BPF_CORE_READ(args, inumber);
+	for (int i = 0; i < MAX_ITEMS; i++) {
+		if (i >= state->nitems)
+			break;
+		if (state->items[i].ino == child && !state->items[i].freed &&
+		    (state->items[i].kind == ITEM_REG || state->items[i].kind == ITEM_DIR ||
+		     state->items[i].kind == ITEM_OTHER)) {
+			state->whiteout_removed = 1;
+			return;
+		}
+	}
+}
+
+#define XFS_DA_PROG(fn, event, handler)                        \
+	SEC("tp_btf/" #event)                                  \
+	int BPF_PROG(fn, struct xfs_da_args *args)             \
+	{                                                      \
+		handler(args);                                 \
+		return 0;                                      \
+	}
+
+XFS_DA_PROG(ovl_xfs_sf_addname, xfs_dir2_sf_addname, xfs_entry_added)
+XFS_DA_PROG(ovl_xfs_block_addname, xfs_dir2_block_addname, xfs_entry_added)
+XFS_DA_PROG(ovl_xfs_leaf_addname, xfs_dir2_leaf_addname, xfs_entry_added)
+XFS_DA_PROG(ovl_xfs_node_addname, xfs_dir2_node_addname, xfs_entry_added)
+XFS_DA_PROG(ovl_xfs_sf_removename, xfs_dir2_sf_removename, xfs_entry_removed)
+XFS_DA_PROG(ovl_xfs_block_removename, xfs_dir2_block_removename, xfs_entry_removed)
+XFS_DA_PROG(ovl_xfs_leaf_removename, xfs_dir2_leaf_removename, xfs_entry_removed)
+XFS_DA_PROG(ovl_xfs_node_removename, xfs_dir2_node_removename, xfs_entry_removed)
+XFS_DA_PROG(ovl_xfs_sf_replace, xfs_dir2_sf_replace, xfs_entry_replaced)
+XFS_DA_PROG(ovl_xfs_block_replace, xfs_dir2_block_replace, xfs_entry_replaced)
+XFS_DA_PROG(ovl_xfs_leaf_replace, xfs_dir2_leaf_replace, xfs_entry_replaced)
+XFS_DA_PROG(ovl_xfs_node_replace, xfs_dir2_node_replace, xfs_entry_replaced)
+
+// xfs:xfs_file_buffered_write, xfs:xfs_reflink_remap_range and
+// xfs:xfs_destroy_inode records (tracefs `format`).
+struct xfs_file_rec {
+	__u64 common;
+	__u32 dev;
+	__u32 pad;
+	__u64 ino;
+	__s64 size;
+	__s64 offset;
+	__u64 count;
+};
+
+struct xfs_remap_rec {
+	__u64 common;
+	__u32 dev;
+	__u32 pad;
+	__u64 src_ino;
+	__s64 src_isize;
+	__s64 src_disize;
+	__s64 src_offset;
+	__s64 len;
+	__u64 dest_ino;
+};
+
+struct xfs_inode_rec {
+	__u64 common;
+	__u32 dev;
+	__u32 pad;
+	__u64 ino;
+};
+
+SEC("tracepoint/xfs/xfs_file_buffered_write")
+int ovl_xfs_buffered_write(struct xfs_file_rec *ctx)
+{
+	on_write(ctx->dev, ctx->ino, ctx->count);
+	return 0;
+}
+
+SEC("tracepoint/xfs/xfs_reflink_remap_range")
+int ovl_xfs_remap(struct xfs_remap_rec *ctx)
+{
+	if (ctx->len > 0)
+		on_write(ctx->dev, ctx->dest_ino, ctx->len);
+	return 0;
+}
+
+SEC("tracepoint/xfs/xfs_destroy_inode")
+int ovl_xfs_destroy_inode(struct xfs_inode_rec *ctx)
+{
+	struct inode_key key = { .dev = ctx->dev, .ino = ctx->ino };
+
+	bpf_map_delete_elem(&whiteouts, &key);
+	on_free(ctx->dev, ctx->ino);
 	return 0;
 }

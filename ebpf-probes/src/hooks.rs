@@ -3,11 +3,13 @@
 //! Both rungs share the tracepoint rung's maps and syscall, page-cache
 //! and exit programs (the C file includes `overlay_trace.bpf.c`), so
 //! events and the registry are the same. They replace its ext4 programs
-//! ([`REPLACED_TRACEPOINTS`]: tp_btf and CO-RE reads, which aya 0.14 cannot
-//! resolve when ext4 is a module) by classic ext4 tracepoints read without
-//! CO-RE, whiteout links/unlinks seen at `vfs_link`/`vfs_unlink` (and the
+//! ([`REPLACED_TRACEPOINTS`]: tp_btf, which aya 0.14 cannot attach when
+//! ext4 is a module) by the classic `ext4:ext4_allocate_inode` program
+//! (fixed record layout, no CO-RE; `ext4_free_inode` is read that way by
+//! every rung), whiteout links/unlinks seen at `vfs_link`/`vfs_unlink` (and the
 //! mount of a `RENAME_WHITEOUT` at `vfs_rename`), and the
-//! `write_end` byte counting by overlay's own data copy:
+//! `write_end` (and xfs write/remap) byte counting by overlay's own data
+//! copy:
 //! - kprobe: kprobe + kretprobe on overlay's `ovl_copy_up_file` (a module
 //!   function; kprobes attach to it by name);
 //! - fentry: fexit on `do_splice_direct` and `do_clone_file_range`, the
@@ -25,6 +27,8 @@ use aya::{
 use crate::{
     error::{ProbeError, cause_of},
     strategy::Strategy,
+    tpformat,
+    tracefs::ensure_tracefs,
 };
 
 pub(crate) const OBJECT: &str = "overlay_hooks";
@@ -50,18 +54,11 @@ struct HookSpec {
 }
 
 /// The upper-inode hooks both rungs share.
-const INODE_HOOKS: &[HookSpec] = &[
-    HookSpec {
-        program: "ovl_hk_allocate_inode",
-        target: Target::Tracepoint("ext4", "ext4_allocate_inode"),
-        without: None,
-    },
-    HookSpec {
-        program: "ovl_hk_free_inode",
-        target: Target::Tracepoint("ext4", "ext4_free_inode"),
-        without: Some("overlay's temporary inodes may be counted as copy-ups"),
-    },
-];
+const INODE_HOOKS: &[HookSpec] = &[HookSpec {
+    program: "ovl_hk_allocate_inode",
+    target: Target::Tracepoint("ext4", "ext4_allocate_inode"),
+    without: None,
+}];
 
 const KPROBE_HOOKS: &[HookSpec] = &[
     HookSpec {
@@ -127,10 +124,11 @@ const FENTRY_HOOKS: &[HookSpec] = &[
 pub(crate) const REPLACED_TRACEPOINTS: &[&str] = &[
     "ovl_allocate_inode",
     "ovl_mark_inode_dirty",
-    "ovl_free_inode",
     "ovl_da_write_end",
     "ovl_write_end",
     "ovl_journalled_write_end",
+    "ovl_xfs_buffered_write",
+    "ovl_xfs_remap",
 ];
 
 /// Loads and attaches the hook programs of `rung` (fentry or kprobe).
@@ -225,6 +223,17 @@ fn attach(ebpf: &mut Ebpf, btf: &Btf, spec: &HookSpec) -> Result<(), ProbeError>
                 .map_err(attach_error(spec.program, format!("fentry {function}")))?;
         }
         Target::Tracepoint(category, name) => {
+            if let Some(fields) = tpformat::layout_of(spec.program) {
+                let tracefs = ensure_tracefs()?;
+                tpformat::check(&tracefs, category, name, fields).map_err(|cause| {
+                    ProbeError::Attach {
+                        program: spec.program,
+                        target: format!("tracepoint {category}:{name}"),
+                        cause,
+                        errno: None,
+                    }
+                })?;
+            }
             let tp: &mut TracePoint = program
                 .try_into()
                 .map_err(|e: ProgramError| load_error(spec.program, &e))?;

@@ -14,7 +14,9 @@
 //!   [`events`] (wire format), [`registry`] (watched overlays, mountinfo),
 //!   [`mounts`] (mountinfo parsing), [`attribution`] (mount -> layer ->
 //!   container), [`pagecache`] (sharing picture) and [`strategy`] (ladder);
-//! - [`hooks`]: the fentry and kprobe rungs (`bpf/overlay_hooks.bpf.c`).
+//! - [`hooks`]: the fentry and kprobe rungs (`bpf/overlay_hooks.bpf.c`);
+//! - `tpformat`: the fixed record layouts of classic tracepoints, checked
+//!   against the kernel's tracefs `format` files before attaching.
 
 pub mod attribution;
 pub mod error;
@@ -28,6 +30,7 @@ pub mod pagecache;
 pub mod registry;
 pub mod strategy;
 pub mod sys;
+mod tpformat;
 pub mod tracefs;
 pub mod tracer;
 

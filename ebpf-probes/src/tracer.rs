@@ -1,14 +1,17 @@
 //! [`OverlayTracer`]: climbs the strategy ladder (fentry, kprobe,
 //! tracepoints: [`crate::strategy`]), loads `bpf/overlay_hooks.bpf.c` for
 //! the first two rungs ([`crate::hooks`]) or `bpf/overlay_trace.bpf.c` for
-//! the last, attaches its programs (syscall, ext4 and filemap tracepoints,
-//! plus the rung's overlay hooks), fills the syscall
+//! the last, attaches its programs (syscall, ext4, xfs and filemap
+//! tracepoints, plus the rung's overlay hooks), fills the syscall
 //! classes, registers the overlays of the mount table and keeps them in
 //! step ([`MountWatcher`]), and hands out the events ([`RawEvent`], sync or
 //! through tokio's `AsyncFd` with [`EventStream`]), the per-CPU [`Totals`]
 //! and the page-cache maps. A tracepoint the kernel lacks degrades the
 //! tracer with one line in [`OverlayTracer::degraded`] unless the tracer
-//! cannot work without it.
+//! cannot work without it. A tp_btf program whose target the loader cannot
+//! reach (ext4 built as a module: its BTF is module BTF, which aya 0.14
+//! does not resolve) falls back to a classic tracepoint reading the
+//! record's fixed layout ([`crate::tpformat`]), also said in one line.
 
 use std::{
     sync::{Arc, Mutex, MutexGuard},
@@ -29,6 +32,7 @@ use crate::{
     hooks, object,
     registry::{MountWatcher, PC_DEVS, Registry, UPPERS, WHITEOUTS, WORKDIRS},
     strategy::{self, Choice, Strategy},
+    tpformat,
     tracefs::ensure_tracefs,
 };
 
@@ -53,6 +57,35 @@ struct ProgSpec {
     hook: Hook,
     /// What is lost without it; `None` = the tracer cannot run without it.
     without: Option<&'static str>,
+    /// A classic-tracepoint program tried when this one cannot attach.
+    fallback: Option<Fallback>,
+}
+
+struct Fallback {
+    program: &'static str,
+    hook: Hook,
+    /// What the substitute cannot see.
+    loss: &'static str,
+}
+
+const XFS_LOSS: &str = "copy-ups and whiteouts on xfs upper dirs are not seen";
+
+const fn xfs(program: &'static str, hook: Hook) -> ProgSpec {
+    ProgSpec {
+        program,
+        hook,
+        without: Some(XFS_LOSS),
+        fallback: None,
+    }
+}
+
+const fn optional(program: &'static str, hook: Hook, loss: &'static str) -> ProgSpec {
+    ProgSpec {
+        program,
+        hook,
+        without: Some(loss),
+        fallback: None,
+    }
 }
 
 const PROGRAMS: &[ProgSpec] = &[
@@ -60,62 +93,107 @@ const PROGRAMS: &[ProgSpec] = &[
         program: "ovl_allocate_inode",
         hook: Hook::Btf("ext4_allocate_inode"),
         without: None,
+        fallback: Some(Fallback {
+            program: "ovl_hk_allocate_inode",
+            hook: Hook::Tp("ext4", "ext4_allocate_inode"),
+            loss: "whiteouts of renames below the upper root take the mount of a dir copied up while traced",
+        }),
     },
     ProgSpec {
         program: "ovl_mark_inode_dirty",
         hook: Hook::Btf("ext4_mark_inode_dirty"),
         without: Some("whiteouts after the first of each overlay are not seen"),
+        fallback: Some(Fallback {
+            program: "ovl_tp_mark_inode_dirty",
+            hook: Hook::Tp("ext4", "ext4_mark_inode_dirty"),
+            loss: "no i_nlink: shared-whiteout links are told by the syscall (unlink/rmdir: whiteout; open/create/rename: created over)",
+        }),
     },
-    ProgSpec {
-        program: "ovl_da_write_end",
-        hook: Hook::Tp("ext4", "ext4_da_write_end"),
-        without: Some("copy-up bytes through delayed allocation are not counted"),
-    },
-    ProgSpec {
-        program: "ovl_write_end",
-        hook: Hook::Tp("ext4", "ext4_write_end"),
-        without: Some("copy-up bytes without delayed allocation are not counted"),
-    },
-    ProgSpec {
-        program: "ovl_journalled_write_end",
-        hook: Hook::Tp("ext4", "ext4_journalled_write_end"),
-        without: Some("copy-up bytes with data=journal are not counted"),
-    },
-    ProgSpec {
-        program: "ovl_free_inode",
-        hook: Hook::Tp("ext4", "ext4_free_inode"),
-        without: Some("overlay's temporary inodes may be counted as copy-ups"),
-    },
-    ProgSpec {
-        program: "ovl_pc_add",
-        hook: Hook::Tp("filemap", "mm_filemap_add_to_page_cache"),
-        without: Some("page-cache additions are not counted"),
-    },
-    ProgSpec {
-        program: "ovl_pc_delete",
-        hook: Hook::Tp("filemap", "mm_filemap_delete_from_page_cache"),
-        without: Some("page-cache evictions are not counted"),
-    },
-    ProgSpec {
-        program: "ovl_pc_read",
-        hook: Hook::Tp("filemap", "mm_filemap_get_pages"),
-        without: Some("page-cache readers are not known"),
-    },
-    ProgSpec {
-        program: "ovl_task_exit",
-        hook: Hook::Tp("sched", "sched_process_exit"),
-        without: Some("records of threads killed inside a syscall are never freed"),
-    },
+    optional(
+        "ovl_da_write_end",
+        Hook::Tp("ext4", "ext4_da_write_end"),
+        "copy-up bytes through delayed allocation are not counted",
+    ),
+    optional(
+        "ovl_write_end",
+        Hook::Tp("ext4", "ext4_write_end"),
+        "copy-up bytes without delayed allocation are not counted",
+    ),
+    optional(
+        "ovl_journalled_write_end",
+        Hook::Tp("ext4", "ext4_journalled_write_end"),
+        "copy-up bytes with data=journal are not counted",
+    ),
+    optional(
+        "ovl_free_inode",
+        Hook::Tp("ext4", "ext4_free_inode"),
+        "overlay's temporary inodes may be counted as copy-ups",
+    ),
+    xfs("ovl_xfs_iunlink", Hook::Btf("xfs_iunlink")),
+    xfs("ovl_xfs_iunlink_remove", Hook::Btf("xfs_iunlink_remove")),
+    xfs("ovl_xfs_rename", Hook::Btf("xfs_rename")),
+    xfs("ovl_xfs_sf_addname", Hook::Btf("xfs_dir2_sf_addname")),
+    xfs("ovl_xfs_block_addname", Hook::Btf("xfs_dir2_block_addname")),
+    xfs("ovl_xfs_leaf_addname", Hook::Btf("xfs_dir2_leaf_addname")),
+    xfs("ovl_xfs_node_addname", Hook::Btf("xfs_dir2_node_addname")),
+    xfs("ovl_xfs_sf_removename", Hook::Btf("xfs_dir2_sf_removename")),
+    xfs(
+        "ovl_xfs_block_removename",
+        Hook::Btf("xfs_dir2_block_removename"),
+    ),
+    xfs(
+        "ovl_xfs_leaf_removename",
+        Hook::Btf("xfs_dir2_leaf_removename"),
+    ),
+    xfs(
+        "ovl_xfs_node_removename",
+        Hook::Btf("xfs_dir2_node_removename"),
+    ),
+    xfs("ovl_xfs_sf_replace", Hook::Btf("xfs_dir2_sf_replace")),
+    xfs("ovl_xfs_block_replace", Hook::Btf("xfs_dir2_block_replace")),
+    xfs("ovl_xfs_leaf_replace", Hook::Btf("xfs_dir2_leaf_replace")),
+    xfs("ovl_xfs_node_replace", Hook::Btf("xfs_dir2_node_replace")),
+    xfs(
+        "ovl_xfs_buffered_write",
+        Hook::Tp("xfs", "xfs_file_buffered_write"),
+    ),
+    xfs("ovl_xfs_remap", Hook::Tp("xfs", "xfs_reflink_remap_range")),
+    xfs(
+        "ovl_xfs_destroy_inode",
+        Hook::Tp("xfs", "xfs_destroy_inode"),
+    ),
+    optional(
+        "ovl_pc_add",
+        Hook::Tp("filemap", "mm_filemap_add_to_page_cache"),
+        "page-cache additions are not counted",
+    ),
+    optional(
+        "ovl_pc_delete",
+        Hook::Tp("filemap", "mm_filemap_delete_from_page_cache"),
+        "page-cache evictions are not counted",
+    ),
+    optional(
+        "ovl_pc_read",
+        Hook::Tp("filemap", "mm_filemap_get_pages"),
+        "page-cache readers are not known",
+    ),
+    optional(
+        "ovl_task_exit",
+        Hook::Tp("sched", "sched_process_exit"),
+        "records of threads killed inside a syscall are never freed",
+    ),
     // Syscalls last: the inode hooks are in place when tracking starts.
     ProgSpec {
         program: "ovl_sys_enter",
         hook: Hook::Tp("raw_syscalls", "sys_enter"),
         without: None,
+        fallback: None,
     },
     ProgSpec {
         program: "ovl_sys_exit",
         hook: Hook::Tp("raw_syscalls", "sys_exit"),
         without: None,
+        fallback: None,
     },
 ];
 
@@ -126,8 +204,10 @@ pub struct TracerOptions {
     pub roots: Vec<std::path::PathBuf>,
     /// Account the page cache of every filesystem, not only the overlays'.
     pub page_cache_all: bool,
-    /// Fault injection for tests: attach this program's tracepoint under a
-    /// name the kernel does not have.
+    /// Fault injection for tests: attach these programs' tracepoints
+    /// (comma-separated program names) under names the kernel does not
+    /// have; a program with a fallback then runs the fallback, as where
+    /// ext4 is a module.
     pub missing_tracepoint: Option<String>,
     /// Do not start the [`MountWatcher`] (refresh by hand).
     pub no_watcher: bool,
@@ -286,20 +366,46 @@ impl OverlayTracer {
         for line in &degraded {
             tracing::warn!("{line}");
         }
+        let missing = options.missing_tracepoint.as_deref();
         for spec in PROGRAMS {
             if rung != Strategy::Tracepoints && hooks::REPLACED_TRACEPOINTS.contains(&spec.program)
             {
                 continue;
             }
-            if let Err(e) = attach(&mut ebpf, &btf, spec, options.missing_tracepoint.as_deref()) {
-                match spec.without {
-                    Some(loss) => {
-                        let line = format!("degraded: {e}: {loss}");
+            let Err(e) = attach(&mut ebpf, &btf, spec.program, spec.hook, missing) else {
+                continue;
+            };
+            let (e, line) = match &spec.fallback {
+                Some(fb) => match attach(&mut ebpf, &btf, fb.program, fb.hook, missing) {
+                    Ok(()) => {
+                        let line = format!(
+                            "degraded: {e}: {} attached instead ({})",
+                            hook_name(fb.hook),
+                            fb.loss
+                        );
                         tracing::warn!("{line}");
                         degraded.push(line);
+                        continue;
                     }
-                    None => return Err(e),
+                    Err(fallback_error) => {
+                        let line = format!("{e}; fallback {fallback_error}");
+                        (e, line)
+                    }
+                },
+                None => {
+                    let line = e.to_string();
+                    (e, line)
                 }
+            };
+            match spec.without {
+                // One line per loss: the xfs programs share theirs.
+                Some(loss) if degraded.iter().any(|l| l.ends_with(loss)) => {}
+                Some(loss) => {
+                    let line = format!("degraded: {line}: {loss}");
+                    tracing::warn!("{line}");
+                    degraded.push(line);
+                }
+                None => return Err(e),
             }
         }
         let registry = Arc::new(Mutex::new(registry));
@@ -427,66 +533,76 @@ fn drain(ring: &mut RingBuf<MapData>) -> Vec<RawEvent> {
     out
 }
 
+fn hook_name(hook: Hook) -> String {
+    match hook {
+        Hook::Tp(category, name) => format!("tracepoint {category}:{name}"),
+        Hook::Btf(name) => format!("tp_btf {name}"),
+    }
+}
+
+/// Loads and attaches `program` at `hook`; `missing` names a program whose
+/// tracepoint is renamed to one the kernel lacks (fault injection).
 fn attach(
     ebpf: &mut Ebpf,
     btf: &Btf,
-    spec: &ProgSpec,
+    program_name: &'static str,
+    hook: Hook,
     missing: Option<&str>,
 ) -> Result<(), ProbeError> {
-    let program = ebpf.program_mut(spec.program).ok_or(ProbeError::Missing {
+    let program = ebpf.program_mut(program_name).ok_or(ProbeError::Missing {
         object: OBJECT,
         kind: "program",
-        name: spec.program,
+        name: program_name,
     })?;
-    let faulty = missing == Some(spec.program);
-    match spec.hook {
+    let faulty = missing.is_some_and(|m| m.split(',').any(|p| p == program_name));
+    let attach_error = |target: String| {
+        move |e: ProgramError| {
+            let (cause, errno) = cause_of(&e);
+            ProbeError::Attach {
+                program: program_name,
+                target: target.clone(),
+                cause,
+                errno,
+            }
+        }
+    };
+    match hook {
         Hook::Tp(category, name) => {
-            let tp: &mut TracePoint = program
-                .try_into()
-                .map_err(|e: ProgramError| program_error(spec.program, &e))?;
-            tp.load().map_err(|e| program_error(spec.program, &e))?;
             let name = if faulty {
                 format!("{name}_missing")
             } else {
                 name.to_owned()
             };
-            tp.attach(category, &name).map_err(|e| {
-                let (cause, errno) = cause_of(&e);
-                ProbeError::Attach {
-                    program: spec.program,
-                    target: format!("tracepoint {category}:{name}"),
-                    cause,
-                    errno,
-                }
-            })?;
+            let target = format!("tracepoint {category}:{name}");
+            if let Some(fields) = tpformat::layout_of(program_name) {
+                let tracefs = ensure_tracefs()?;
+                tpformat::check(&tracefs, category, &name, fields).map_err(|cause| {
+                    ProbeError::Attach {
+                        program: program_name,
+                        target: target.clone(),
+                        cause,
+                        errno: None,
+                    }
+                })?;
+            }
+            let tp: &mut TracePoint = program
+                .try_into()
+                .map_err(|e: ProgramError| program_error(program_name, &e))?;
+            tp.load().map_err(|e| program_error(program_name, &e))?;
+            tp.attach(category, &name).map_err(attach_error(target))?;
         }
         Hook::Btf(name) => {
             let tp: &mut BtfTracePoint = program
                 .try_into()
-                .map_err(|e: ProgramError| program_error(spec.program, &e))?;
+                .map_err(|e: ProgramError| program_error(program_name, &e))?;
             let name = if faulty {
                 format!("{name}_missing")
             } else {
                 name.to_owned()
             };
-            tp.load(&name, btf).map_err(|e| {
-                let (cause, errno) = cause_of(&e);
-                ProbeError::Attach {
-                    program: spec.program,
-                    target: format!("tp_btf {name}"),
-                    cause,
-                    errno,
-                }
-            })?;
-            tp.attach().map_err(|e| {
-                let (cause, errno) = cause_of(&e);
-                ProbeError::Attach {
-                    program: spec.program,
-                    target: format!("tp_btf {name}"),
-                    cause,
-                    errno,
-                }
-            })?;
+            let target = format!("tp_btf {name}");
+            tp.load(&name, btf).map_err(attach_error(target.clone()))?;
+            tp.attach().map_err(attach_error(target))?;
         }
     }
     Ok(())

@@ -1,40 +1,32 @@
-//! The acceptance test for the tracepoint strategy, as root on an
-//! ext4 scratch filesystem with real overlay mounts (metacopy=on):
-//! 200 lower files of mixed sizes, two containers running the same workload
-//! at once (append to 73 files, chmod 20 more, delete 31, rmdir + mkdir of
-//! an empty lower dir = an opaque dir), the second overlay mounted after the
-//! tracer started and discovered from mountinfo. Each container must see
-//! exactly 73 data copy-ups whose bytes equal the file sizes, 20 metadata
-//! copy-ups, 10 dir copy-ups, 31 whiteouts from unlink plus 1 from the
-//! rmdir, 1 opaque dir, and no event lost. The upper dirs are checked too.
+//! The acceptance test for the tracepoint strategy, as root on a
+//! scratch filesystem (ext4, and xfs with reflink: Docker's usual overlay2
+//! backing) with real overlay mounts (metacopy=on): 200 lower files of
+//! mixed sizes, two containers running the same workload at once (append
+//! to 73 files, chmod 20 more, delete 31, rmdir + mkdir of an empty lower
+//! dir = an opaque dir), the second overlay mounted after the tracer
+//! started and discovered from mountinfo. Each container must see exactly
+//! 73 data copy-ups whose bytes equal the file sizes (on xfs overlay
+//! clones them: still the file sizes), 20 metadata copy-ups, 10 dir
+//! copy-ups, 31 whiteouts from unlink plus 1 from the rmdir, 1 opaque dir,
+//! and no event lost. The upper dirs are checked too.
 
 mod common;
 
-use std::{
-    collections::BTreeMap,
-    fs,
-    io::Write as _,
-    os::unix::fs::PermissionsExt as _,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{fs, path::Path, time::Duration};
 
 use common::{
     Store, append, bpf_built, container_id, events_of, expected_rename_events,
-    lay_out_rename_sequence, run_rename_sequence, write_file,
+    lay_out_rename_sequence, run_rename_sequence,
+    workload::{self, FILES, rel_path},
+    write_file,
 };
 use ebpf_probes::{
     OverlayTracer, TracerOptions,
-    events::RawEvent,
+    events::{EventKind, RawEvent},
     registry::{TraceEvent, wait_for_mount},
 };
 use testkit::{FsKind, ScratchFs};
 
-const FILES: usize = 200;
-const DIRS: usize = 10;
-const APPEND: std::ops::Range<usize> = 0..73;
-const CHMOD: std::ops::Range<usize> = 73..93;
-const DELETE: std::ops::Range<usize> = 93..124;
 const CYCLE: [u64; 10] = [
     0,
     1,
@@ -57,83 +49,51 @@ fn size_of_file(i: usize) -> u64 {
     }
 }
 
-fn rel_path(i: usize) -> PathBuf {
-    PathBuf::from(format!("d{}/f{i:03}", i % DIRS))
-}
+/// The tp_btf programs that have a classic-tracepoint fallback: made to
+/// fail, the tracer runs as where ext4 is a module (Debian's kernels).
+const TP_BTF_WITH_FALLBACK: &str = "ovl_allocate_inode,ovl_mark_inode_dirty";
 
-fn make_lower(lower: &Path) {
-    for d in 0..DIRS {
-        fs::create_dir_all(lower.join(format!("d{d}"))).expect("mkdir");
+/// The tracer's start, with `missing` programs made to fail: no degraded
+/// line unless some are, then one per fallback.
+fn start(store: &Store, missing: Option<&str>, no_watcher: bool) -> OverlayTracer {
+    let tracer = OverlayTracer::start(TracerOptions {
+        roots: vec![store.root.clone()],
+        missing_tracepoint: missing.map(str::to_owned),
+        no_watcher,
+        ..TracerOptions::default()
+    })
+    .expect("start tracer");
+    for line in tracer.degraded() {
+        println!("{line}");
     }
-    for i in 0..FILES {
-        write_file(&lower.join(rel_path(i)), size_of_file(i));
-    }
-    fs::create_dir(lower.join("empty")).expect("mkdir empty");
-}
-
-fn workload(merged: &Path) {
-    for i in APPEND {
-        let mut file = fs::OpenOptions::new()
-            .append(true)
-            .open(merged.join(rel_path(i)))
-            .expect("open for append");
-        file.write_all(b"appended\n").expect("append");
-    }
-    for i in CHMOD {
-        fs::set_permissions(merged.join(rel_path(i)), fs::Permissions::from_mode(0o600))
-            .expect("chmod");
-    }
-    for i in DELETE {
-        fs::remove_file(merged.join(rel_path(i))).expect("unlink");
-    }
-    fs::remove_dir(merged.join("empty")).expect("rmdir");
-    fs::create_dir(merged.join("empty")).expect("mkdir over whiteout");
-}
-
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Seen {
-    by_kind: BTreeMap<(&'static str, &'static str), u64>,
-    data_bytes: BTreeMap<String, u64>,
-}
-
-fn summarize(events: &[TraceEvent], container: &str) -> Seen {
-    let mut seen = Seen::default();
-    for ev in events.iter().filter(|e| e.container == container) {
-        let syscall = if ev.kind == "whiteout" {
-            ev.syscall
-        } else {
-            ""
-        };
-        *seen.by_kind.entry((ev.kind, syscall)).or_insert(0) += 1;
-        if ev.kind == "copy_up_data" {
-            let prev = seen.data_bytes.insert(ev.path.clone(), ev.bytes);
-            assert!(prev.is_none(), "two data copy-ups of {}", ev.path);
+    match missing {
+        None => assert!(tracer.degraded().is_empty(), "{:?}", tracer.degraded()),
+        Some(list) => {
+            let degraded = tracer.degraded();
+            assert_eq!(degraded.len(), list.split(',').count(), "{degraded:?}");
+            assert!(
+                degraded
+                    .iter()
+                    .all(|l| l.contains("attached instead") && !l.contains('\n')),
+                "{degraded:?}"
+            );
         }
     }
-    seen
+    tracer
 }
 
-#[test]
-fn copy_up_whiteout_and_opaque_counts_are_exact_per_container() {
-    testkit::require_root!();
-    if !bpf_built() {
-        return;
-    }
-    let scratch = ScratchFs::new(FsKind::Ext4, 2 << 30).expect("ext4 scratch");
+/// The workload in two containers on a `kind` scratch filesystem.
+fn counts_are_exact_per_container(kind: FsKind, missing: Option<&str>) {
+    let scratch = ScratchFs::new(kind, 2 << 30).expect("scratch filesystem");
     let store = Store::new(&scratch);
-    make_lower(&store.lower);
+    workload::make_lower(&store.lower, size_of_file);
 
     let id_a = container_id('a');
     let id_b = container_id('b');
     let a = store.container(&id_a, "cacheaaaa", true);
 
-    let mut tracer = OverlayTracer::start(TracerOptions {
-        roots: vec![store.root.clone()],
-        ..TracerOptions::default()
-    })
-    .expect("start tracer");
-    println!("{}", tracer.strategy());
-    assert!(tracer.degraded().is_empty(), "{:?}", tracer.degraded());
+    let mut tracer = start(&store, missing, false);
+    println!("{kind:?}: {}", tracer.strategy());
     assert!(
         tracer.lock_registry().by_mount_point(&a.merged).is_some(),
         "A registered at start"
@@ -145,8 +105,8 @@ fn copy_up_whiteout_and_opaque_counts_are_exact_per_container() {
     assert!(found.is_some(), "B not discovered from mountinfo");
 
     let (ma, mb) = (a.merged.clone(), b.merged.clone());
-    let ta = std::thread::spawn(move || workload(&ma));
-    let tb = std::thread::spawn(move || workload(&mb));
+    let ta = std::thread::spawn(move || workload::run(&ma));
+    let tb = std::thread::spawn(move || workload::run(&mb));
     ta.join().expect("workload A");
     tb.join().expect("workload B");
     std::thread::sleep(Duration::from_millis(100));
@@ -157,42 +117,51 @@ fn copy_up_whiteout_and_opaque_counts_are_exact_per_container() {
         raw.iter().map(|r| registry.resolve(r)).collect()
     };
     let totals = tracer.totals().expect("totals");
-    println!("totals: {totals:?}");
-    assert_eq!(totals.lost, 0, "events lost: {totals:?}");
-
-    let mut expected = Seen::default();
-    expected
-        .by_kind
-        .insert(("copy_up_data", ""), APPEND.len() as u64);
-    expected
-        .by_kind
-        .insert(("copy_up_metadata", ""), CHMOD.len() as u64);
-    expected.by_kind.insert(("copy_up_dir", ""), DIRS as u64);
-    expected
-        .by_kind
-        .insert(("whiteout", "unlink"), DELETE.len() as u64);
-    expected.by_kind.insert(("whiteout", "rmdir"), 1);
-    expected.by_kind.insert(("opaque_dir", ""), 1);
+    println!("{kind:?} totals: {totals:?}");
+    workload::assert_nothing_lost(&totals, &events, &[&id_a, &id_b]);
+    // How the bytes were seen: one clone per file on reflink xfs, else
+    // one write per page or splice chunk.
+    let data: Vec<&RawEvent> = raw
+        .iter()
+        .zip(&events)
+        .filter(|(r, e)| {
+            r.kind() == Some(EventKind::Data)
+                && r.bytes > 0
+                && (e.container == id_a || e.container == id_b)
+        })
+        .map(|(r, _)| r)
+        .collect();
+    let clones = data.iter().filter(|r| r.writes == 1).count();
+    println!(
+        "{kind:?}: {} non-empty data copy-ups, {clones} counted from one write or clone",
+        data.len()
+    );
+    if kind == (FsKind::Xfs { reflink: true }) {
+        assert_eq!(clones, data.len(), "reflink xfs clones every copy-up");
+    }
 
     for (id, container) in [(&id_a, &a), (&id_b, &b)] {
-        for i in APPEND {
-            expected.data_bytes.insert(
-                container.merged.join(rel_path(i)).display().to_string(),
-                size_of_file(i),
-            );
-        }
-        let seen = summarize(&events, id);
+        let (counts, bytes, _) = workload::seen(&events, id);
         for ev in events.iter().filter(|e| &e.container == id).take(3) {
             println!("{}", serde_json::to_string(ev).expect("json"));
         }
-        assert_eq!(seen.by_kind, expected.by_kind, "container {}", &id[..8]);
         assert_eq!(
-            seen.data_bytes,
-            expected.data_bytes,
-            "bytes, container {}",
+            counts,
+            workload::expected_counts(),
+            "{kind:?}, container {}",
             &id[..8]
         );
-        expected.data_bytes.clear();
+        assert_eq!(
+            bytes,
+            workload::expected_bytes(&container.merged, size_of_file),
+            "{kind:?} bytes, container {}",
+            &id[..8]
+        );
+        println!(
+            "{kind:?} container {}: exact; {} bytes copied up",
+            &id[..8],
+            bytes.values().sum::<u64>()
+        );
         for ev in events.iter().filter(|e| &e.container == id) {
             assert_eq!(ev.driver, "overlay2");
             assert_eq!(
@@ -237,6 +206,42 @@ fn copy_up_whiteout_and_opaque_counts_are_exact_per_container() {
         ));
     }
     drop(tracer);
+}
+
+#[test]
+fn copy_up_whiteout_and_opaque_counts_are_exact_per_container() {
+    testkit::require_root!();
+    if !bpf_built() {
+        return;
+    }
+    counts_are_exact_per_container(FsKind::Ext4, None);
+}
+
+#[test]
+fn counts_are_exact_with_the_classic_fallbacks_of_the_tp_btf_ext4_programs() {
+    testkit::require_root!();
+    if !bpf_built() {
+        return;
+    }
+    counts_are_exact_per_container(FsKind::Ext4, Some(TP_BTF_WITH_FALLBACK));
+}
+
+#[test]
+fn counts_are_exact_per_container_with_the_upper_on_reflink_xfs() {
+    testkit::require_root!();
+    if !bpf_built() {
+        return;
+    }
+    counts_are_exact_per_container(FsKind::Xfs { reflink: true }, None);
+}
+
+#[test]
+fn counts_are_exact_per_container_with_the_upper_on_xfs_without_reflink() {
+    testkit::require_root!();
+    if !bpf_built() {
+        return;
+    }
+    counts_are_exact_per_container(FsKind::Xfs { reflink: false }, None);
 }
 
 fn xattr_present(path: &Path, name: &str) -> bool {
@@ -401,21 +406,12 @@ fn an_overlay_used_right_after_its_mount_is_counted_exactly() {
     assert_eq!(mine.len(), 15, "{mine:?}");
 }
 
-#[test]
-fn renames_creates_over_whiteouts_and_metacopy_data_are_classified() {
-    testkit::require_root!();
-    if !bpf_built() {
-        return;
-    }
-    let scratch = ScratchFs::new(FsKind::Ext4, 256 << 20).expect("ext4 scratch");
+/// Renames, a create over a whiteout and metacopy-then-data on `kind`.
+fn renames_are_classified_on(kind: FsKind, missing: Option<&str>) {
+    let scratch = ScratchFs::new(kind, 512 << 20).expect("scratch filesystem");
     let store = Store::new(&scratch);
     lay_out_rename_sequence(&store.lower, 12_345);
-    let mut tracer = OverlayTracer::start(TracerOptions {
-        roots: vec![store.root.clone()],
-        no_watcher: true,
-        ..TracerOptions::default()
-    })
-    .expect("start tracer");
+    let mut tracer = start(&store, missing, true);
     let id = container_id('f');
     let c = store.container(&id, "cacheffff", true);
     // What the watcher does within milliseconds of the mount.
@@ -423,9 +419,96 @@ fn renames_creates_over_whiteouts_and_metacopy_data_are_classified() {
     run_rename_sequence(&c.merged);
     let seen = events_of(&mut tracer, &id);
     let expected = expected_rename_events(12_345);
-    assert_eq!(seen, expected);
+    assert_eq!(seen, expected, "{kind:?}");
     assert!(xattr_present(
         &c.upper.join("sub/mv_lower.new"),
         "trusted.overlay.metacopy"
     ));
+}
+
+#[test]
+fn renames_creates_over_whiteouts_and_metacopy_data_are_classified() {
+    testkit::require_root!();
+    if !bpf_built() {
+        return;
+    }
+    renames_are_classified_on(FsKind::Ext4, None);
+}
+
+#[test]
+fn renames_are_classified_with_the_classic_fallbacks_of_the_tp_btf_ext4_programs() {
+    testkit::require_root!();
+    if !bpf_built() {
+        return;
+    }
+    renames_are_classified_on(FsKind::Ext4, Some(TP_BTF_WITH_FALLBACK));
+}
+
+#[test]
+fn renames_creates_over_whiteouts_and_metacopy_data_are_classified_on_xfs() {
+    testkit::require_root!();
+    if !bpf_built() {
+        return;
+    }
+    renames_are_classified_on(FsKind::Xfs { reflink: true }, None);
+}
+
+/// Eight writers appending to 2,000 small lower files of one overlay whose
+/// upper is on reflink xfs: every copy-up counted, with its bytes.
+#[test]
+fn an_append_storm_on_xfs_counts_every_copy_up() {
+    testkit::require_root!();
+    if !bpf_built() {
+        return;
+    }
+    const WRITERS: usize = 8;
+    const PER_WRITER: usize = 250;
+    let scratch = ScratchFs::new(FsKind::Xfs { reflink: true }, 512 << 20).expect("xfs scratch");
+    let store = Store::new(&scratch);
+    for w in 0..WRITERS {
+        fs::create_dir(store.lower.join(format!("w{w}"))).expect("mkdir");
+        for i in 0..PER_WRITER {
+            fs::write(store.lower.join(format!("w{w}/f{i}")), vec![b'x'; 100 + i])
+                .expect("write lower file");
+        }
+    }
+    let id = container_id('s');
+    let c = store.container(&id, "cachessss", true);
+    let mut tracer = start(&store, None, false);
+    assert!(wait_for_mount(tracer.registry(), &c.merged).is_some());
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let merged = c.merged.clone();
+            std::thread::spawn(move || {
+                for i in 0..PER_WRITER {
+                    append(&merged.join(format!("w{w}/f{i}")));
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().expect("writer");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let raw = tracer.drain_events();
+    let events: Vec<TraceEvent> = {
+        let registry = tracer.lock_registry();
+        raw.iter().map(|r| registry.resolve(r)).collect()
+    };
+    let totals = tracer.totals().expect("totals");
+    workload::assert_nothing_lost(&totals, &events, &[&id]);
+    let mine: Vec<&TraceEvent> = events.iter().filter(|e| e.container == id).collect();
+    let data: Vec<&&TraceEvent> = mine.iter().filter(|e| e.kind == "copy_up_data").collect();
+    assert_eq!(data.len(), WRITERS * PER_WRITER, "{totals:?}");
+    let expected: u64 = (0..PER_WRITER as u64).map(|i| 100 + i).sum::<u64>() * WRITERS as u64;
+    assert_eq!(data.iter().map(|e| e.bytes).sum::<u64>(), expected);
+    assert_eq!(
+        mine.iter().filter(|e| e.kind == "copy_up_dir").count(),
+        WRITERS
+    );
+    assert_eq!(mine.len(), WRITERS * PER_WRITER + WRITERS, "only copy-ups");
+    println!(
+        "xfs append storm: {} copy-ups, {expected} bytes, exact",
+        data.len()
+    );
 }

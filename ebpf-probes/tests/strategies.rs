@@ -10,18 +10,12 @@
 
 mod common;
 
-use std::{
-    collections::BTreeMap,
-    fs,
-    io::Write as _,
-    os::unix::fs::PermissionsExt as _,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::time::Duration;
 
 use common::{
     Store, bpf_built, container_id, events_of, expected_rename_events, lay_out_rename_sequence,
-    run_rename_sequence, write_file,
+    run_rename_sequence,
+    workload::{self},
 };
 use ebpf_probes::{
     OverlayTracer, TracerOptions,
@@ -31,11 +25,6 @@ use ebpf_probes::{
 };
 use testkit::{FsKind, ScratchFs};
 
-const FILES: usize = 200;
-const DIRS: usize = 10;
-const APPEND: std::ops::Range<usize> = 0..73;
-const CHMOD: std::ops::Range<usize> = 73..93;
-const DELETE: std::ops::Range<usize> = 93..124;
 /// Sizes around page and splice-chunk (1 MiB) boundaries; smaller than
 /// accuracy.rs's (the guest runs under TCG).
 const CYCLE: [u64; 10] = [
@@ -58,10 +47,6 @@ fn size_of_file(i: usize) -> u64 {
     }
 }
 
-fn rel_path(i: usize) -> PathBuf {
-    PathBuf::from(format!("d{}/f{i:03}", i % DIRS))
-}
-
 /// Whether the doctor's probe says the kernel runs `name` programs, and
 /// its line.
 fn kernel_allows(name: &str) -> (bool, String) {
@@ -73,54 +58,12 @@ fn kernel_allows(name: &str) -> (bool, String) {
     (line.supported, line.to_string())
 }
 
-fn make_lower(lower: &Path) {
-    for d in 0..DIRS {
-        fs::create_dir_all(lower.join(format!("d{d}"))).expect("mkdir");
-    }
-    for i in 0..FILES {
-        write_file(&lower.join(rel_path(i)), size_of_file(i));
-    }
-    fs::create_dir(lower.join("empty")).expect("mkdir empty");
-}
-
-fn workload(merged: &Path) {
-    for i in APPEND {
-        let mut file = fs::OpenOptions::new()
-            .append(true)
-            .open(merged.join(rel_path(i)))
-            .expect("open for append");
-        file.write_all(b"appended\n").expect("append");
-    }
-    for i in CHMOD {
-        fs::set_permissions(merged.join(rel_path(i)), fs::Permissions::from_mode(0o600))
-            .expect("chmod");
-    }
-    for i in DELETE {
-        fs::remove_file(merged.join(rel_path(i))).expect("unlink");
-    }
-    fs::remove_dir(merged.join("empty")).expect("rmdir");
-    fs::create_dir(merged.join("empty")).expect("mkdir over whiteout");
-}
-
-type Counts = BTreeMap<(&'static str, &'static str), u64>;
-
-fn expected_counts() -> Counts {
-    let mut expected = Counts::new();
-    expected.insert(("copy_up_data", ""), APPEND.len() as u64);
-    expected.insert(("copy_up_metadata", ""), CHMOD.len() as u64);
-    expected.insert(("copy_up_dir", ""), DIRS as u64);
-    expected.insert(("whiteout", "unlink"), DELETE.len() as u64);
-    expected.insert(("whiteout", "rmdir"), 1);
-    expected.insert(("opaque_dir", ""), 1);
-    expected
-}
-
 /// Runs the workload in two containers under `strategy`, forced, and
 /// checks the exact counts and bytes of each.
 fn accuracy_under(strategy: Strategy) {
     let scratch = ScratchFs::new(FsKind::Ext4, 1 << 30).expect("ext4 scratch");
     let store = Store::new(&scratch);
-    make_lower(&store.lower);
+    workload::make_lower(&store.lower, size_of_file);
     let id_a = container_id('a');
     let id_b = container_id('b');
     let a = store.container(&id_a, "cacheaaaa", true);
@@ -152,8 +95,8 @@ fn accuracy_under(strategy: Strategy) {
         "B not discovered from mountinfo"
     );
     let (ma, mb) = (a.merged.clone(), b.merged.clone());
-    let ta = std::thread::spawn(move || workload(&ma));
-    let tb = std::thread::spawn(move || workload(&mb));
+    let ta = std::thread::spawn(move || workload::run(&ma));
+    let tb = std::thread::spawn(move || workload::run(&mb));
     ta.join().expect("workload A");
     tb.join().expect("workload B");
     std::thread::sleep(Duration::from_millis(200));
@@ -165,38 +108,18 @@ fn accuracy_under(strategy: Strategy) {
     };
     let totals = tracer.totals().expect("totals");
     println!("{strategy} totals: {totals:?}");
-    assert_eq!(totals.lost, 0, "events lost: {totals:?}");
+    workload::assert_nothing_lost(&totals, &events, &[&id_a, &id_b]);
 
     for (id, container) in [(&id_a, &a), (&id_b, &b)] {
-        let mut counts = Counts::new();
-        let mut bytes = BTreeMap::new();
-        let mut blocked_ns = 0;
+        let (counts, bytes, blocked_ns) = workload::seen(&events, id);
         for ev in events.iter().filter(|e| &e.container == id) {
-            let syscall = if ev.kind == "whiteout" {
-                ev.syscall
-            } else {
-                ""
-            };
-            *counts.entry((ev.kind, syscall)).or_insert(0) += 1;
-            if ev.kind == "copy_up_data" {
-                let prev = bytes.insert(ev.path.clone(), ev.bytes);
-                assert!(prev.is_none(), "two data copy-ups of {}", ev.path);
-                blocked_ns += ev.duration_ns;
-            }
             assert_eq!(ev.layer.as_deref().map(|l| &l[..5]), Some("cache"));
             assert_eq!(ev.mount_point.as_deref(), Some(container.merged.as_path()));
         }
-        let expected_bytes: BTreeMap<String, u64> = APPEND
-            .map(|i| {
-                (
-                    container.merged.join(rel_path(i)).display().to_string(),
-                    size_of_file(i),
-                )
-            })
-            .collect();
+        let expected_bytes = workload::expected_bytes(&container.merged, size_of_file);
         assert_eq!(
             counts,
-            expected_counts(),
+            workload::expected_counts(),
             "{strategy}, container {}",
             &id[..8]
         );
@@ -314,6 +237,28 @@ fn fentry_rung_counts_the_accuracy_workload_exactly() {
         return;
     }
     accuracy_under(Strategy::Fentry);
+}
+
+/// The tracepoint rung, forced: exact on every kernel, also where its
+/// tp_btf ext4 programs cannot attach (ext4 a module, as in the Debian 6.1
+/// guest) and it runs their classic-tracepoint fallbacks, each said in one
+/// `degraded:` line.
+#[test]
+fn tracepoint_rung_counts_the_accuracy_workload_exactly() {
+    testkit::require_root!();
+    if !bpf_built() {
+        return;
+    }
+    accuracy_under(Strategy::Tracepoints);
+}
+
+#[test]
+fn tracepoint_rung_classifies_renames_and_creates_over_whiteouts() {
+    testkit::require_root!();
+    if !bpf_built() {
+        return;
+    }
+    renames_under(Strategy::Tracepoints);
 }
 
 /// tests/accuracy.rs's rename/create-over-whiteout/metacopy-then-data
