@@ -11,6 +11,18 @@ pub enum BenchError {
     #[error("unknown workload {0:?} (known: {known})", known = crate::workloads::WORKLOAD_NAMES.join(", "))]
     UnknownWorkload(String),
 
+    #[error("unknown docker driver {0:?} for --docker (known: {known})", known = crate::docker::DOCKER_DRIVERS.join(", "))]
+    UnknownDockerDriver(String),
+
+    #[error("--docker needs {program}: not found in PATH (Debian package {package})")]
+    DockerMissing {
+        program: &'static str,
+        package: &'static str,
+    },
+
+    #[error("push to Pushgateway {url}: {why}")]
+    Push { url: String, why: String },
+
     #[error("driver {target} unavailable: {why}")]
     Unavailable { target: String, why: String },
 

@@ -9,13 +9,17 @@
 //! - [`report`]: `results.json` and `summary.md`; [`plots`]: SVG charts;
 //!   [`metrics`]: a Prometheus textfile; [`baseline`]: regression checks;
 //! - [`probes`]: the overlayfs counters that say why a result is what it is;
-//! - [`run`]: the loop over drivers and workloads.
+//! - [`run`]: the loop over drivers and workloads;
+//! - [`docker`]: `--docker` mode, the same workloads in containers of a
+//!   real dockerd per driver; [`push`]: metrics to a Pushgateway.
 
 pub mod baseline;
+pub mod docker;
 pub mod error;
 pub mod metrics;
 pub mod plots;
 pub mod probes;
+pub mod push;
 pub mod report;
 pub mod run;
 pub mod scale;

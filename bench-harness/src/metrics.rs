@@ -211,6 +211,7 @@ mod tests {
             ratios: vec![Ratio {
                 workload: "copy-up/4KiB".into(),
                 target: "overlay2-ext4".into(),
+                baseline: "native".into(),
                 p50_ratio: 100.0,
                 p99_ratio: 100.0,
                 p50_ratio_min: 100.0,
@@ -218,6 +219,8 @@ mod tests {
             }],
             unavailable: Vec::new(),
             probe_strategy: String::new(),
+            skipped: Vec::new(),
+            docker_version: None,
         };
         let text = textfile(&results, 1_700_000_000);
         assert!(text.contains(

@@ -147,7 +147,7 @@ fn ratios(results: &Results, path: &Path) -> Result<(), BenchError> {
     root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "p50 latency as a ratio to native (1 = a volume)",
+            "p50 latency as a ratio to native (docker-*: to docker-volume; 1 = a volume)",
             ("sans-serif", 20),
         )
         .margin(12)

@@ -48,12 +48,24 @@ pub struct Unavailable {
     pub why: String,
 }
 
-/// A target's p50 latency over native's for one workload: the median over
-/// repeats, with the spread.
+/// A workload a mode cannot run (e.g. `stack-depth` in docker mode), and
+/// why.
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedWorkload {
+    pub workload: String,
+    pub mode: String,
+    pub why: String,
+}
+
+/// A target's p50 latency over its baseline's for one workload (native;
+/// `docker-volume` for `docker-*` targets): the median over repeats, with
+/// the spread.
 #[derive(Debug, Clone, Serialize)]
 pub struct Ratio {
     pub workload: String,
     pub target: String,
+    /// The target the ratio is taken to.
+    pub baseline: String,
     pub p50_ratio: f64,
     pub p99_ratio: f64,
     pub p50_ratio_min: f64,
@@ -79,6 +91,12 @@ pub struct Results {
     pub unavailable: Vec<Unavailable>,
     /// The probe strategy that produced the counters, or why none did.
     pub probe_strategy: String,
+    /// Workloads a mode of this run could not run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedWorkload>,
+    /// dockerd's version, for runs with `--docker`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_version: Option<String>,
 }
 
 impl Results {
@@ -101,6 +119,8 @@ impl Results {
             ratios,
             unavailable: Vec::new(),
             probe_strategy: String::new(),
+            skipped: Vec::new(),
+            docker_version: None,
         }
     }
 
@@ -136,7 +156,12 @@ impl Results {
     pub fn summary(&self) -> String {
         let targets: Vec<&str> = unique(self.rows.iter().map(|r| r.target.as_str()));
         let workloads: Vec<&str> = unique(self.rows.iter().map(|r| r.workload.as_str()));
-        let compared: Vec<&str> = targets.iter().copied().filter(|t| *t != "native").collect();
+        let compared: Vec<&str> = targets
+            .iter()
+            .copied()
+            .filter(|t| !crate::target::is_baseline(t))
+            .collect();
+        let docker_volume = targets.contains(&crate::docker::VOLUME_TARGET);
         let mut md = String::new();
         let _ = writeln!(
             md,
@@ -145,12 +170,26 @@ impl Results {
              1.00x = as fast as a volume; higher is slower. (p99 ratio in brackets.)\n",
             self.scale, self.repeat, self.machine.kernel, self.machine.cpus, self.duration_seconds
         );
+        if let Some(version) = &self.docker_version {
+            let _ = writeln!(
+                md,
+                "`docker-*` columns ran in containers of a real dockerd {version}, one per \
+                 driver; their ratios are to `docker-volume` (a local volume of the same \
+                 dockerd), not to native.\n"
+            );
+        }
         let _ = write!(md, "| workload | native p50 |");
+        if docker_volume {
+            let _ = write!(md, " docker-volume p50 |");
+        }
         for t in &compared {
             let _ = write!(md, " {t} |");
         }
         let _ = writeln!(md, " best |");
         let _ = write!(md, "|---|---:|");
+        if docker_volume {
+            let _ = write!(md, "---:|");
+        }
         for _ in &compared {
             let _ = write!(md, "---:|");
         }
@@ -163,6 +202,14 @@ impl Results {
                 "| {w} | {} |",
                 native.map(format_seconds).unwrap_or_else(|| "-".into())
             );
+            if docker_volume {
+                let volume = self.median_p50(w, crate::docker::VOLUME_TARGET);
+                let _ = write!(
+                    md,
+                    " {} |",
+                    volume.map(format_seconds).unwrap_or_else(|| "-".into())
+                );
+            }
             let mut best: Option<(&str, f64)> = None;
             for t in &compared {
                 match self.ratio(w, t) {
@@ -190,12 +237,20 @@ impl Results {
             let _ = writeln!(md, " {} |", best.map(|(t, _)| t).unwrap_or("-"));
         }
         let _ = writeln!(md);
+        self.docker_table(&mut md, &workloads);
         self.why_table(&mut md, &compared, &workloads);
         self.page_cache_lines(&mut md, &targets);
         for u in &self.unavailable {
             let _ = writeln!(md, "- **{}** unavailable: {}", u.target, u.why);
         }
-        if !self.unavailable.is_empty() {
+        for s in &self.skipped {
+            let _ = writeln!(
+                md,
+                "- **{}** not supported in {} mode: {}",
+                s.workload, s.mode, s.why
+            );
+        }
+        if !self.unavailable.is_empty() || !self.skipped.is_empty() {
             let _ = writeln!(md);
         }
         if let Some((w, t, v)) = worst {
@@ -208,6 +263,54 @@ impl Results {
             );
         }
         md
+    }
+
+    /// Docker against layerscope: per workload and driver, the p50 ratio
+    /// layerscope measured on the driver and the one measured in Docker's
+    /// containers of that driver.
+    fn docker_table(&self, md: &mut String, workloads: &[&str]) {
+        let drivers: Vec<(&str, String)> = crate::docker::DOCKER_DRIVERS
+            .iter()
+            .filter_map(|d| Some((crate::docker::layerscope_target(d)?, d)))
+            .map(|(ls, d)| (ls, crate::docker::target_name(d)))
+            .filter(|(_, docker)| self.rows.iter().any(|r| &r.target == docker))
+            .collect();
+        if drivers.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            md,
+            "## Docker vs layerscope: p50 ratio, layerscope's driver / Docker's containers\n"
+        );
+        let _ = write!(md, "| workload |");
+        for (ls, docker) in &drivers {
+            let _ = write!(md, " {ls} / {docker} |");
+        }
+        let _ = writeln!(md);
+        let _ = write!(md, "|---|");
+        for _ in &drivers {
+            let _ = write!(md, "---:|");
+        }
+        let _ = writeln!(md);
+        for w in workloads {
+            if !drivers
+                .iter()
+                .any(|(_, docker)| self.ratio(w, docker).is_some())
+            {
+                continue;
+            }
+            let _ = write!(md, "| {w} |");
+            for (ls, docker) in &drivers {
+                let cell = |target: &str| {
+                    self.ratio(w, target)
+                        .map(|r| format!("{:.2}x", r.p50_ratio))
+                        .unwrap_or_else(|| "-".into())
+                };
+                let _ = write!(md, " {} / {} |", cell(ls), cell(docker));
+            }
+            let _ = writeln!(md);
+        }
+        let _ = writeln!(md);
     }
 
     /// Why: the overlayfs work each workload caused on each target (first
@@ -331,10 +434,11 @@ fn ratios(rows: &[ResultRow]) -> Vec<Ratio> {
     }
     let mut ratios = Vec::new();
     for ((workload, target), runs) in &by_key {
-        if *target == "native" {
+        if crate::target::is_baseline(target) {
             continue;
         }
-        let Some(native) = by_key.get(&(*workload, "native")) else {
+        let baseline = crate::target::baseline_of(target);
+        let Some(native) = by_key.get(&(*workload, baseline)) else {
             continue;
         };
         // Pair repeat i with native's repeat i, as both ran in one run.
@@ -356,6 +460,7 @@ fn ratios(rows: &[ResultRow]) -> Vec<Ratio> {
             ratios.push(Ratio {
                 workload: workload.to_string(),
                 target: target.to_string(),
+                baseline: baseline.to_string(),
                 p50_ratio: p50,
                 p99_ratio: p99,
                 p50_ratio_min: p50s.iter().copied().fold(f64::INFINITY, f64::min),

@@ -26,6 +26,11 @@ pub struct BenchConfig {
     pub out: PathBuf,
     /// Run without the BPF tracer (to measure what attaching it costs).
     pub no_probes: bool,
+    /// Docker storage drivers (overlay2, vfs, btrfs) to measure in real
+    /// containers of a private dockerd each (`--docker`); empty: none.
+    pub docker_drivers: Vec<String>,
+    /// Where every loop-backed filesystem (and dockerd's dir) is made.
+    pub scratch_dir: PathBuf,
 }
 
 /// A line of progress, for a progress bar or `--json` CI logs.
@@ -56,7 +61,12 @@ fn catch_interrupts() {
     });
 }
 
-fn check_interrupted() -> Result<(), BenchError> {
+/// Whether Ctrl-C (or SIGTERM) arrived.
+pub(crate) fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+pub(crate) fn check_interrupted() -> Result<(), BenchError> {
     if INTERRUPTED.load(Ordering::SeqCst) {
         Err(BenchError::Interrupted)
     } else {
@@ -79,7 +89,20 @@ pub fn run_bench(
         .iter()
         .map(|name| workloads::by_name(name))
         .collect::<Result<Vec<_>, _>>()?;
-    let steps = targets.len() * workload_list.len() * config.repeat.max(1);
+    let docker_plans = if config.docker_drivers.is_empty() {
+        Vec::new()
+    } else {
+        // Fail before measuring anything when Docker is not installed.
+        crate::docker::check_installed()?;
+        crate::docker::plans(&config.docker_drivers)?
+    };
+    let skipped = if docker_plans.is_empty() {
+        Vec::new()
+    } else {
+        crate::docker::skipped_workloads(&workload_list)
+    };
+    let steps = targets.len() * workload_list.len() * config.repeat.max(1)
+        + crate::docker::steps(&docker_plans, &workload_list, config.repeat);
     let mut step = 0;
     let mut rows = Vec::new();
     let started = Instant::now();
@@ -91,7 +114,7 @@ pub fn run_bench(
     };
     let mut unavailable = Vec::new();
     'targets: for target in &targets {
-        let fs = target.filesystem(config.scale.filesystem_bytes())?;
+        let fs = target.filesystem(&config.scratch_dir, config.scale.filesystem_bytes())?;
         for workload in &workload_list {
             for repeat in 0..config.repeat.max(1) {
                 check_interrupted()?;
@@ -127,11 +150,9 @@ pub fn run_bench(
                     let outcomes = workload
                         .run_on_driver(driver, base, config.scale)
                         .map_err(wl_error)?;
-                    rows.extend(
-                        outcomes
-                            .into_iter()
-                            .map(|outcome| row_of(target, outcome, repeat, None, None)),
-                    );
+                    rows.extend(outcomes.into_iter().map(|outcome| {
+                        row_of(&RowTarget::of(target), outcome, repeat, None, None)
+                    }));
                     stack.finish()?;
                     continue;
                 }
@@ -153,7 +174,7 @@ pub fn run_bench(
                 stack.finish()?;
                 for outcome in outcomes {
                     rows.push(row_of(
-                        target,
+                        &RowTarget::of(target),
                         outcome,
                         repeat,
                         device_bytes,
@@ -167,15 +188,50 @@ pub fn run_bench(
             what: e.to_string(),
         })?;
     }
+    let mut docker = crate::docker::DockerOutcome::default();
+    if !docker_plans.is_empty() {
+        docker = crate::docker::run(
+            config,
+            &docker_plans,
+            &workload_list,
+            &probes,
+            &mut crate::docker::Steps {
+                step: &mut step,
+                steps,
+                progress,
+            },
+            &mut rows,
+        )?;
+        unavailable.append(&mut docker.unavailable);
+    }
     let mut results = Results::new(config, rows, started.elapsed());
     results.unavailable = unavailable;
+    results.skipped = skipped;
+    results.docker_version = docker.version;
     results.probe_strategy = probes.describe();
     Ok(results)
 }
 
+/// What a result row says about where it ran.
+pub(crate) struct RowTarget {
+    pub name: String,
+    pub driver: String,
+    pub filesystem: String,
+}
+
+impl RowTarget {
+    fn of(target: &Target) -> Self {
+        Self {
+            name: target.name.to_string(),
+            driver: target.driver_name().to_string(),
+            filesystem: target.fs.fstype().to_string(),
+        }
+    }
+}
+
 /// A result row for one outcome of a workload run on `target`.
-fn row_of(
-    target: &Target,
+pub(crate) fn row_of(
+    target: &RowTarget,
     outcome: workloads::Outcome,
     repeat: usize,
     device_bytes_written: Option<u64>,
@@ -184,9 +240,9 @@ fn row_of(
     let seconds = outcome.elapsed.as_secs_f64();
     let ops = outcome.latencies.count();
     ResultRow {
-        target: target.name.to_string(),
-        driver: target.driver_name().to_string(),
-        filesystem: target.fs.fstype().to_string(),
+        target: target.name.clone(),
+        driver: target.driver.clone(),
+        filesystem: target.filesystem.clone(),
         workload: outcome.label,
         repeat,
         latency: outcome.latencies.summary(),

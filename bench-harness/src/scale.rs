@@ -27,6 +27,15 @@ impl FromStr for Scale {
 }
 
 impl Scale {
+    /// `tiny`, `small` or `full`, as parsed.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scale::Tiny => "tiny",
+            Scale::Small => "small",
+            Scale::Full => "full",
+        }
+    }
+
     /// File sizes of the copy-up latency workload.
     pub fn copy_up_sizes(self) -> &'static [u64] {
         const KIB: u64 = 1024;

@@ -36,6 +36,29 @@ impl Latencies {
         self.histogram.len()
     }
 
+    /// The histogram as `(nanoseconds, count)` pairs, one per recorded
+    /// bucket: what a run inside a container sends to the host.
+    pub fn counts(&self) -> Vec<(u64, u64)> {
+        self.histogram
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect()
+    }
+
+    /// Rebuilds latencies from [`Latencies::counts`] (the same buckets, so
+    /// the same percentiles).
+    pub fn from_counts(counts: &[(u64, u64)]) -> Self {
+        let mut latencies = Self::default();
+        for &(nanos, count) in counts {
+            let nanos = nanos.clamp(1, 3_600_000_000_000);
+            latencies
+                .histogram
+                .record_n(nanos, count)
+                .expect("value within bounds");
+        }
+        latencies
+    }
+
     pub fn summary(&self) -> LatencySummary {
         let at = |q: f64| self.histogram.value_at_quantile(q) as f64 / 1e9;
         LatencySummary {
@@ -84,5 +107,15 @@ mod tests {
         assert!((summary.p50_seconds - 50e-6).abs() < 1e-6, "{summary:?}");
         assert!((summary.p99_seconds - 99e-6).abs() < 1e-6, "{summary:?}");
         assert!((summary.max_seconds - 100e-6).abs() < 1e-6, "{summary:?}");
+    }
+
+    #[test]
+    fn counts_round_trip_keeps_the_percentiles() {
+        let mut latencies = Latencies::default();
+        for micros in [3, 3, 7, 50, 900, 12_000] {
+            latencies.record(Duration::from_micros(micros));
+        }
+        let back = Latencies::from_counts(&latencies.counts());
+        assert_eq!(back.summary(), latencies.summary());
     }
 }

@@ -110,13 +110,30 @@ impl Target {
         }
     }
 
-    /// The target's filesystem, created fresh for this run.
-    pub fn filesystem(&self, bytes: u64) -> Result<ScratchFs, BenchError> {
-        ScratchFs::new(self.fs, bytes).map_err(|e| BenchError::Setup {
+    /// The target's filesystem, created fresh for this run in a new dir
+    /// under `parent`.
+    pub fn filesystem(&self, parent: &Path, bytes: u64) -> Result<ScratchFs, BenchError> {
+        ScratchFs::new_in(parent, self.fs, bytes).map_err(|e| BenchError::Setup {
             target: self.name.to_string(),
             what: e.to_string(),
         })
     }
+}
+
+/// The baseline a target's ratios are taken to: `docker-volume` for the
+/// `docker-*` targets of `--docker` mode (a volume of the same dockerd),
+/// `native` for every other.
+pub fn baseline_of(target: &str) -> &'static str {
+    if target.starts_with("docker-") {
+        crate::docker::VOLUME_TARGET
+    } else {
+        "native"
+    }
+}
+
+/// Whether `target` is a baseline (`native` or `docker-volume`).
+pub fn is_baseline(target: &str) -> bool {
+    baseline_of(target) == target
 }
 
 /// One workload's "image" and "container" on a target.

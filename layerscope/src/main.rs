@@ -28,6 +28,28 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    // `layerscope bench --docker` runs this binary inside its containers
+    // to time the workloads there and print them as JSON.
+    let mut args = std::env::args();
+    if args
+        .nth(1)
+        .is_some_and(|arg| arg == bench_harness::docker::in_container::SUBCOMMAND)
+    {
+        let rest: Vec<String> = args.collect();
+        return match bench_harness::docker::in_container::main(&rest) {
+            Ok(report) => {
+                println!("{report}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!(
+                    "layerscope {}: {e}",
+                    bench_harness::docker::in_container::SUBCOMMAND
+                );
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let cli = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

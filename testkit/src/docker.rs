@@ -20,7 +20,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{self, Write};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -131,11 +131,29 @@ impl DockerError {
 /// Result with [`DockerError`].
 pub type Result<T, E = DockerError> = std::result::Result<T, E>;
 
+/// Where and how [`DockerDaemon::start_with`] runs a daemon; the default
+/// is what [`DockerDaemon::start`] does.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonOptions {
+    /// The parent of the daemon dir (default [`DAEMON_PARENT`]). Keep it
+    /// short: containerd's sockets live below it (108-byte limit).
+    pub parent: Option<PathBuf>,
+    /// The data root (default `<dir>/root`), e.g. on a filesystem the
+    /// storage driver needs (btrfs). The caller owns it: mounts below it are
+    /// released on stop, the directory itself is left in place.
+    pub data_root: Option<PathBuf>,
+    /// Starts containerd and dockerd in their own process group, so that a
+    /// Ctrl-C at the terminal reaches only the caller, which then stops
+    /// them in order (containers, dockerd, containerd) by pid.
+    pub own_process_group: bool,
+}
+
 /// A running private dockerd and the containerd it uses.
 #[derive(Debug)]
 pub struct DockerDaemon {
     dir: PathBuf,
     driver: String,
+    options: DaemonOptions,
     dockerd: Option<Child>,
     containerd: Option<Child>,
     removed: bool,
@@ -147,16 +165,26 @@ impl DockerDaemon {
     /// answers. Needs root. On error everything started is stopped and the
     /// dir removed.
     pub fn start(driver: &str) -> Result<Self> {
-        let parent = Path::new(DAEMON_PARENT);
+        Self::start_with(driver, DaemonOptions::default())
+    }
+
+    /// As [`DockerDaemon::start`], with the daemon dir, data root and
+    /// process group chosen by `options`.
+    pub fn start_with(driver: &str, options: DaemonOptions) -> Result<Self> {
+        let parent = options
+            .parent
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DAEMON_PARENT));
         let dir = tempfile::Builder::new()
             .prefix(DAEMON_PREFIX)
-            .tempdir_in(parent)
-            .map_err(|e| DockerError::io("create daemon dir in", parent, e))?
+            .tempdir_in(&parent)
+            .map_err(|e| DockerError::io("create daemon dir in", &parent, e))?
             // Removal is ours: never recurse into a live mount.
             .keep();
         let mut daemon = DockerDaemon {
             dir,
             driver: driver.to_string(),
+            options,
             dockerd: None,
             containerd: None,
             removed: false,
@@ -175,7 +203,31 @@ impl DockerDaemon {
 
     /// The data root (`--data-root`).
     pub fn data_root(&self) -> PathBuf {
-        self.dir.join("root")
+        self.options
+            .data_root
+            .clone()
+            .unwrap_or_else(|| self.dir.join("root"))
+    }
+
+    /// The dirs whose mounts are this daemon's: its dir and an external
+    /// data root.
+    fn owned_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.dir.clone()];
+        if let Some(root) = &self.options.data_root {
+            if !root.starts_with(&self.dir) {
+                dirs.push(root.clone());
+            }
+        }
+        dirs
+    }
+
+    /// The mounts below the daemon's dir and its data root.
+    fn own_mounts(&self) -> io::Result<Vec<mountinfo::MountEntry>> {
+        let mut mounts = Vec::new();
+        for dir in self.owned_dirs() {
+            mounts.extend(mountinfo::mounts_under(&dir)?);
+        }
+        Ok(mounts)
     }
 
     /// The API socket.
@@ -228,11 +280,16 @@ impl DockerDaemon {
         let log_err = log
             .try_clone()
             .map_err(|e| DockerError::io("open log", &log_path, e))?;
-        Command::new(program)
+        let mut command = Command::new(program);
+        command
             .args(args)
             .stdin(Stdio::null())
             .stdout(log)
-            .stderr(log_err)
+            .stderr(log_err);
+        if self.options.own_process_group {
+            command.process_group(0);
+        }
+        command
             .spawn()
             .map_err(|source| DockerError::Spawn { program, source })
     }
@@ -293,7 +350,7 @@ impl DockerDaemon {
             format!("--host={}", self.host()),
             format!("--exec-root={dir}/exec"),
             format!("--pidfile={dir}/docker.pid"),
-            format!("--data-root={dir}/root"),
+            format!("--data-root={}", self.data_root().display()),
             format!("--containerd={}", self.containerd_socket().display()),
         ];
         self.dockerd = Some(self.spawn_logged("dockerd", &args)?);
@@ -343,6 +400,13 @@ impl DockerDaemon {
             }
             Err(e) => Err(DockerError::Spawn { program, source: e }),
         }
+    }
+
+    /// A `docker` CLI command against this daemon (private `DOCKER_CONFIG`,
+    /// no `DOCKER_HOST` from the environment), for callers that need to
+    /// spawn it themselves (poll it, or put it in its own process group).
+    pub fn command(&self, args: &[&str]) -> Command {
+        self.docker_command(args)
     }
 
     fn docker_command(&self, args: &[&str]) -> Command {
@@ -570,11 +634,12 @@ impl DockerDaemon {
         errors
     }
 
-    /// Detaches every mount under the dir, deepest first.
+    /// Detaches every mount under the dir (and an external data root),
+    /// deepest first.
     fn unmount_all(&self) -> Vec<String> {
         let mut errors = Vec::new();
         for _ in 0..3 {
-            let mounts = match mountinfo::mounts_under(&self.dir) {
+            let mounts = match self.own_mounts() {
                 Ok(mounts) => mounts,
                 Err(e) => {
                     errors.push(format!("read mountinfo: {e}"));
@@ -595,7 +660,7 @@ impl DockerDaemon {
                 }
             }
         }
-        match mountinfo::mounts_under(&self.dir) {
+        match self.own_mounts() {
             Ok(left) if !left.is_empty() => errors.push(format!(
                 "still mounted: {}",
                 left.iter()
@@ -613,7 +678,7 @@ impl DockerDaemon {
             return Vec::new();
         }
         let mut errors = self.stop_processes();
-        match mountinfo::mounts_under(&self.dir) {
+        match self.own_mounts() {
             Ok(left) if left.is_empty() => match std::fs::remove_dir_all(&self.dir) {
                 Ok(()) => self.removed = true,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => self.removed = true,

@@ -27,6 +27,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "the sidecar and dashboards checked by a real Prometheus",
     ),
     (
+        "prometheus-pushgateway",
+        "bench --push-gateway tested against a real Pushgateway",
+    ),
+    (
         "qemu-system-x86",
         "vm-test: a guest kernel for what the host lacks",
     ),

@@ -8,8 +8,9 @@ use bench_harness::{BenchConfig, Scale, run_bench};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Targets to compare (native is always added as the baseline).
-    #[arg(long, value_delimiter = ',', default_values_t = bench_harness::target::TARGET_NAMES.iter().map(|s| s.to_string()))]
+    /// Targets to compare (native is always added as the baseline); with
+    /// --docker, Docker storage drivers (overlay2, vfs, btrfs). Default: all.
+    #[arg(long, value_delimiter = ',')]
     pub drivers: Vec<String>,
     /// Workloads to run.
     #[arg(long, value_delimiter = ',', default_values_t = bench_harness::workloads::WORKLOAD_NAMES.iter().map(|s| s.to_string()))]
@@ -37,15 +38,60 @@ pub struct BenchArgs {
     /// How much worse a ratio may get before it counts (e.g. 10% or 0.1).
     #[arg(long, default_value = "10%", value_parser = bench_harness::baseline::parse_fraction)]
     pub max_regression: f64,
+    /// Also run the file workloads in real containers of a private dockerd
+    /// per driver (targets docker-<driver>, baseline docker-volume), next
+    /// to layerscope's own targets for the same drivers.
+    #[arg(long)]
+    pub docker: bool,
+    /// Push the layerscope_bench_* metrics to this Prometheus Pushgateway
+    /// (http://host:port), as job layerscope_bench, instance <hostname>.
+    #[arg(long, value_name = "URL")]
+    pub push_gateway: Option<String>,
+    /// Where the loop-backed filesystems (and dockerd's dirs) are made.
+    #[arg(long, default_value = "/var/tmp")]
+    pub scratch_dir: PathBuf,
 }
 
-pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let mut targets = args.drivers.clone();
+/// The layerscope targets and docker drivers of a run.
+fn targets_of(args: &BenchArgs) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let mut targets: Vec<String> = Vec::new();
+    let mut docker_drivers = Vec::new();
+    if args.docker {
+        docker_drivers = if args.drivers.is_empty() {
+            bench_harness::docker::DOCKER_DRIVERS
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        } else {
+            args.drivers.clone()
+        };
+        // layerscope's own measure of each driver, for the comparison.
+        for driver in &docker_drivers {
+            let target = bench_harness::docker::layerscope_target(driver)
+                .ok_or_else(|| bench_harness::BenchError::UnknownDockerDriver(driver.clone()))?;
+            targets.push(target.to_string());
+        }
+    } else if args.drivers.is_empty() {
+        targets.extend(
+            bench_harness::target::TARGET_NAMES
+                .iter()
+                .map(|s| s.to_string()),
+        );
+    } else {
+        targets = args.drivers.clone();
+    }
     if !targets.iter().any(|t| t == "native") {
         targets.insert(0, "native".to_string());
     }
+    Ok((targets, docker_drivers))
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let (targets, docker_drivers) = targets_of(&args).context("bench")?;
     let config = BenchConfig {
         targets,
+        docker_drivers,
+        scratch_dir: args.scratch_dir.clone(),
         workloads: args.workloads.clone(),
         scale: args.scale,
         repeat: args.repeat,
@@ -84,6 +130,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "results: {}",
         args.out.join("results.json").display()
     )?;
+    if let Some(url) = &args.push_gateway {
+        // The same text as the textfile just written.
+        let prom = args.out.join("layerscope_bench.prom");
+        let text =
+            std::fs::read_to_string(&prom).with_context(|| format!("read {}", prom.display()))?;
+        let instance = bench_harness::push::hostname();
+        bench_harness::push::push(url, &instance, &text)?;
+        writeln!(
+            stdout,
+            "pushed to {url} (job {}, instance {instance})",
+            bench_harness::push::JOB
+        )?;
+    }
     if let Some(baseline) = &args.baseline {
         let regressions =
             bench_harness::baseline::compare(&results, baseline, args.max_regression)?;
