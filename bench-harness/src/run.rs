@@ -158,8 +158,12 @@ pub fn run_bench(
                 }
                 let image = stack.image_root()?;
                 workload.populate(&image, config.scale).map_err(wl_error)?;
-                sync_filesystem(fs.path()).map_err(wl_error)?;
+                // Synced after the container layer exists: vfs, btrfs and
+                // aufs copy or snapshot at create time, which is not the
+                // workload's writing (stack-depth measures creation), and
+                // docker mode counts from `docker start` the same way.
                 let root = stack.container_root()?;
+                sync_filesystem(fs.path()).map_err(wl_error)?;
                 let written_before = fs.device().and_then(device_bytes_written);
                 let probes_before = probes.totals();
                 let outcomes = workload.run(&root, config.scale).map_err(wl_error)?;
