@@ -5,7 +5,10 @@
 //! (`cargo xtask vm-test devmapper`) the scenarios run: layers and
 //! containers as thin snapshots, a 1 GiB layer snapshotted in under a
 //! second, the pool's used space following the bytes written and returning
-//! to its start, and a full pool giving ENOSPC without breaking the store.
+//! to its start, and a full pool giving ENOSPC without breaking the store;
+//! a busy layer kept (or, with deferred removal and deletion, deleted once
+//! released); a metadata device from another pool and a pool too small
+//! refused in one line with nothing created or lost.
 
 use std::fs;
 use std::io::Write;
@@ -546,5 +549,348 @@ fn given_devices_and_an_existing_thin_pool() {
     assert!(result.unwrap(), "cleanup removed a pool it did not create");
     drop(data);
     drop(meta);
+    leak.assert_clean();
+}
+
+fn device_file(home: &Path, id: &str) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(home.join("metadata").join(id)).unwrap()).unwrap()
+}
+
+fn status_of(d: &DevMapper) -> std::collections::BTreeMap<String, String> {
+    d.status().into_iter().collect()
+}
+
+#[test]
+fn a_busy_layer_is_kept_without_deferred_options() {
+    require_dm_thin!();
+    let fx = Fixture::new(&[("dm.basesize", "1G")]);
+    let d = fx.driver();
+    let home = fx.root.join("devicemapper");
+    let none = CreateOpts::default();
+    let start = fx.usage();
+    let status = status_of(d);
+    assert_eq!(status["Deferred Removal Enabled"], "false");
+    assert_eq!(status["Deferred Deletion Enabled"], "false");
+
+    d.create("busy", None, &none).unwrap();
+    let root = d.get("busy").unwrap();
+    write_file(&root.join("data"), &vec![3u8; 4 * MIB as usize]);
+    // A process with a file open in the layer's filesystem.
+    let holder = fs::File::open(root.join("data")).unwrap();
+    let err = d.remove("busy").unwrap_err();
+    let line = err.to_string();
+    println!("busy layer refused: {line}");
+    assert!(line.contains("busy") && line.contains("kept"), "{line}");
+    assert!(!line.contains('\n'), "{line}");
+    assert!(d.exists("busy"));
+    assert_eq!(device_file(&home, "busy")["deleted"], false);
+    assert_eq!(fs::read(root.join("data")).unwrap().len() as u64, 4 * MIB);
+    drop(holder);
+
+    // Another holder: the device node opened by someone else. The mount
+    // goes, the device stays, the layer is kept and mounts again.
+    d.put("busy").unwrap();
+    let name = d.metadata("busy").unwrap()["DeviceName"].clone();
+    let _ = d.get("busy").unwrap();
+    let node = fs::File::open(Path::new("/dev/mapper").join(&name)).unwrap();
+    let err = d.remove("busy").unwrap_err();
+    println!("busy device refused: {err}");
+    assert!(err.to_string().contains("busy"), "{err}");
+    assert!(d.exists("busy"));
+    drop(node);
+    let again = d.get("busy").unwrap();
+    assert_eq!(
+        fs::read(again.join("data")).unwrap(),
+        vec![3u8; 4 * MIB as usize]
+    );
+    d.put("busy").unwrap();
+    d.remove("busy").unwrap();
+    assert!(!d.exists("busy"));
+    assert!(!home.join("metadata/busy").exists());
+    assert_eq!(fx.usage().data_used, start.data_used, "blocks not returned");
+    fx.finish();
+}
+
+#[test]
+fn deferred_removal_and_deletion_free_a_busy_layer_later() {
+    require_dm_thin!();
+    let fx = Fixture::new(&[
+        ("dm.basesize", "1G"),
+        ("dm.use_deferred_removal", "true"),
+        ("dm.use_deferred_deletion", "true"),
+    ]);
+    let d = fx.driver();
+    let home = fx.root.join("devicemapper");
+    let none = CreateOpts::default();
+    let status = status_of(d);
+    assert_eq!(status["Deferred Removal Enabled"], "true");
+    assert_eq!(status["Deferred Deletion Enabled"], "true");
+    assert_eq!(status["Deferred Deleted Device Count"], "0");
+    let start = fx.usage();
+
+    d.create("busy", None, &none).unwrap();
+    let root = d.get("busy").unwrap();
+    write_file(&root.join("data"), &vec![5u8; 8 * MIB as usize]);
+    let holder = fs::File::open(root.join("data")).unwrap();
+    let busy_id = device_file(&home, "busy")["device_id"].as_u64().unwrap();
+    let name = d.metadata("busy").unwrap()["DeviceName"].clone();
+    // put: the filesystem stays busy, the device is left to the kernel.
+    d.put("busy").unwrap();
+    d.remove("busy").unwrap();
+    assert!(!d.exists("busy"));
+    assert!(matches!(d.get("busy"), Err(DriverError::NotFound { .. })));
+    assert_eq!(device_file(&home, "busy")["deleted"], true);
+    assert_eq!(status_of(d)["Deferred Deleted Device Count"], "1");
+    // Its device id stays taken until it is deleted.
+    d.create("other", None, &none).unwrap();
+    let other_id = device_file(&home, "other")["device_id"].as_u64().unwrap();
+    assert_ne!(other_id, busy_id);
+    // A second driver (the next command) sees it pending too.
+    let again = DevMapper::open(
+        &home,
+        &opts(&[
+            ("dm.use_deferred_removal", "true"),
+            ("dm.use_deferred_deletion", "true"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(status_of(&again)["Deferred Deleted Device Count"], "1");
+    drop(again);
+    // The holder still reads its data.
+    let mut read = Vec::new();
+    std::io::Read::read_to_end(&mut &holder, &mut read).unwrap();
+    assert_eq!(read.len() as u64, 8 * MIB);
+
+    drop(holder);
+    // The kernel removes the device on its last close; the next operations
+    // delete the thin device.
+    let released = Instant::now();
+    let mut ticks = 0;
+    while status_of(d)["Deferred Deleted Device Count"] != "0" {
+        assert!(
+            released.elapsed().as_secs() < 20,
+            "busy device never deleted: {:?}",
+            status_of(d)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let tick = format!("tick{ticks}");
+        d.create(&tick, None, &none).unwrap();
+        d.remove(&tick).unwrap();
+        ticks += 1;
+    }
+    println!(
+        "figure: busy device deleted {:.2} s after its holder closed ({ticks} extra operations)",
+        released.elapsed().as_secs_f64()
+    );
+    assert!(!home.join("metadata/busy").exists());
+    assert!(!Path::new("/dev/mapper").join(&name).exists());
+    d.remove("other").unwrap();
+    let end = fx.usage();
+    println!(
+        "pool data used: start {} B, end {} B",
+        start.data_used, end.data_used
+    );
+    assert_eq!(end.data_used, start.data_used, "blocks not returned");
+    fx.finish();
+}
+
+/// A loop device on a sparse file of `size` bytes under `dir`.
+fn loop_dev(dir: &Path, name: &str, size: u64) -> storage_core::sys::loopdev::LoopDevice {
+    use storage_core::sys::loopdev::{LoopDevice, LoopOptions};
+    let path = dir.join(name);
+    fs::File::create(&path).unwrap().set_len(size).unwrap();
+    LoopDevice::attach(&path, LoopOptions::default()).unwrap()
+}
+
+fn dev_opts(data: &Path, meta: &Path) -> Vec<(String, String)> {
+    vec![
+        ("dm.datadev".into(), data.display().to_string()),
+        ("dm.metadatadev".into(), meta.display().to_string()),
+        ("dm.basesize".into(), "1G".into()),
+    ]
+}
+
+fn open_on(home: &Path, pairs: &[(String, String)]) -> Result<DevMapper, DriverError> {
+    let pairs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    DevMapper::open(home, &opts(&pairs))
+}
+
+/// Every file under `dir` with its bytes.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in walk(dir) {
+        if entry.is_file() {
+            out.push((entry.clone(), fs::read(&entry).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            }
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn dm_names() -> Vec<String> {
+    use storage_core::sys::devmapper::DmControl;
+    let control = DmControl::open(Path::new("/dev/mapper/control")).unwrap();
+    let mut names: Vec<String> = control
+        .list_devices()
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_metadata_device_from_another_pool_is_refused() {
+    require_dm_thin!();
+    let leak = LeakCheck::start().unwrap();
+    let data_a = loop_dev(leak.dir(), "data-a", 512 * MIB);
+    let meta_a = loop_dev(leak.dir(), "meta-a", 64 * MIB);
+    let data_b = loop_dev(leak.dir(), "data-b", 512 * MIB);
+    let meta_b = loop_dev(leak.dir(), "meta-b", 64 * MIB);
+    let none = CreateOpts::default();
+    let home_a = leak.dir().join("a/devicemapper");
+    let opts_a = dev_opts(data_a.path(), meta_a.path());
+
+    // Store A on its own devices, with one layer.
+    let a = open_on(&home_a, &opts_a).unwrap();
+    a.create("keep", None, &none).unwrap();
+    write_file(&a.get("keep").unwrap().join("f"), b"precious");
+    a.put("keep").unwrap();
+    // The last transaction a deletion: no open transaction file is left,
+    // so only the pool's contents can tell another pool apart.
+    a.create("tmp", None, &none).unwrap();
+    a.remove("tmp").unwrap();
+    assert!(!home_a.join("metadata/transaction-metadata").exists());
+    a.cleanup().unwrap();
+    drop(a);
+    let before = snapshot(&home_a);
+    let names = dm_names();
+
+    let refused = |what: &str, home: &Path, pairs: &[(String, String)], want: &str| {
+        let existed = home.exists();
+        let err = match open_on(home, pairs) {
+            Err(e) => e,
+            Ok(_) => panic!("{what}: accepted"),
+        };
+        let line = err.to_string();
+        println!("{what}: refused: {line}");
+        assert!(line.contains(want), "{what}: {line}");
+        assert!(!line.contains('\n'), "{what}: {line}");
+        assert_eq!(dm_names(), names, "{what}: devices left");
+        if !existed {
+            assert!(!home.exists(), "{what}: created {}", home.display());
+        }
+    };
+
+    // A fresh store given A's metadata device: a pool of another store.
+    refused(
+        "fresh store on A's metadata",
+        &leak.dir().join("b/devicemapper"),
+        &dev_opts(data_b.path(), meta_a.path()),
+        &format!("metadata device {}", meta_a.path().display()),
+    );
+    // Store A given a fresh metadata device.
+    refused(
+        "A on a fresh metadata device",
+        &home_a,
+        &dev_opts(data_a.path(), meta_b.path()),
+        "transaction id mismatch",
+    );
+    assert_eq!(snapshot(&home_a), before, "A's files changed");
+
+    // Store C on B's devices with more transactions than A: the ids pass,
+    // the base device's filesystem does not.
+    let home_c = leak.dir().join("c/devicemapper");
+    let c = open_on(&home_c, &dev_opts(data_b.path(), meta_b.path())).unwrap();
+    for i in 0..4 {
+        c.create(&format!("c{i}"), None, &none).unwrap();
+    }
+    c.cleanup().unwrap();
+    drop(c);
+    let names = dm_names();
+    let err = match open_on(&home_a, &dev_opts(data_b.path(), meta_b.path())) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("A on C's metadata accepted"),
+    };
+    println!("A on C's metadata: refused: {err}");
+    assert!(err.contains("holds filesystem"), "{err}");
+    assert_eq!(dm_names(), names);
+    assert_eq!(snapshot(&home_a), before, "A's files changed");
+
+    // Nothing lost: A on its own devices has its layer.
+    let a = open_on(&home_a, &opts_a).unwrap();
+    assert_eq!(
+        fs::read(a.get("keep").unwrap().join("f")).unwrap(),
+        b"precious"
+    );
+    a.put("keep").unwrap();
+    a.remove("keep").unwrap();
+    a.cleanup().unwrap();
+    drop(a);
+    drop((data_a, meta_a, data_b, meta_b));
+    leak.assert_clean();
+}
+
+#[test]
+fn a_pool_too_small_is_refused_and_nothing_is_left() {
+    require_dm_thin!();
+    let leak = LeakCheck::start().unwrap();
+    let names = dm_names();
+    // Given devices: 1 MiB of data cannot hold the base filesystem, 1 MiB
+    // of metadata is below what a pool needs.
+    let data = loop_dev(leak.dir(), "data", MIB);
+    let meta = loop_dev(leak.dir(), "meta", 64 * MIB);
+    let small_data = leak.dir().join("small-data/devicemapper");
+    let err = open_on(&small_data, &dev_opts(data.path(), meta.path()))
+        .err()
+        .expect("1 MiB data device accepted")
+        .to_string();
+    println!("1 MiB data device: refused: {err}");
+    assert!(err.contains("too small") && !err.contains('\n'), "{err}");
+    assert!(!small_data.exists());
+    assert_eq!(dm_names(), names);
+    drop((data, meta));
+
+    let data = loop_dev(leak.dir(), "data2", 512 * MIB);
+    let meta = loop_dev(leak.dir(), "meta2", MIB);
+    let small_meta = leak.dir().join("small-meta/devicemapper");
+    let err = open_on(&small_meta, &dev_opts(data.path(), meta.path()))
+        .err()
+        .expect("1 MiB metadata device accepted")
+        .to_string();
+    println!("1 MiB metadata device: refused: {err}");
+    assert!(err.contains("too small") && !err.contains('\n'), "{err}");
+    assert!(!small_meta.exists());
+    assert_eq!(dm_names(), names);
+    drop((data, meta));
+
+    // loop-lvm with a tiny data file.
+    let home = leak.dir().join("loop/devicemapper");
+    let err = DevMapper::open(&home, &opts(&[("dm.loopdatasize", "2M")]))
+        .err()
+        .expect("2 MiB loop data accepted")
+        .to_string();
+    println!("2 MiB loop data file: refused: {err}");
+    assert!(err.contains("too small") && !err.contains('\n'), "{err}");
+    assert!(!home.exists());
+    assert_eq!(dm_names(), names);
     leak.assert_clean();
 }

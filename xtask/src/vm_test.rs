@@ -1,16 +1,21 @@
-//! `cargo xtask vm-test [FILTER]`: runs privileged tests in a guest kernel
+//! `cargo xtask vm-test [FILTER...]`: runs privileged tests in a guest kernel
 //! that has what the host lacks (dm-thin-pool, kprobes, fentry). It builds
 //! the test binaries, packs them with busybox, the kernel modules they need
-//! and the tools they call (mkfs.xfs, mkfs.ext4 and their shared libraries)
-//! into an initramfs, boots Debian's kernel from /boot with qemu (KVM when
-//! it works, else TCG), streams the serial console to stdout and returns the
-//! guest tests' exit status. Hermetic: no network, a sparse scratch disk
+//! and the tools they call (mkfs.xfs, mkfs.ext4, mkfs.btrfs, with their
+//! shared libraries) into an initramfs, boots Debian's kernel from /boot
+//! with qemu (KVM when it works, else TCG), streams the serial console to
+//! stdout and returns the guest tests' exit status. Hermetic: no network, a sparse scratch disk
 //! (ext4, mounted on /var/tmp in the guest), everything under one temp dir
 //! removed at the end, qemu killed on timeout.
 //!
-//! FILTER selects tests like `cargo test FILTER`; a test binary whose
-//! target name equals FILTER (e.g. `devmapper` for tests/devmapper.rs)
-//! runs whole.
+//! Each FILTER selects tests like `cargo test FILTER`; a test binary
+//! whose target name equals a FILTER (e.g. `devmapper` for
+//! tests/devmapper.rs) runs whole. Several filters share one guest boot:
+//! `cargo xtask vm-test devmapper conformance`.
+//!
+//! The guest's environment: host variables named `LAYERSCOPE_*` and every
+//! `--env KEY=VALUE`, over [`GUEST_ENV`] (the guest has no FUSE, so the
+//! conformance suite runs its devicemapper case against overlay2 only).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -42,14 +47,23 @@ const TOOLS: &[&str] = &[
     "/usr/sbin/mkfs.xfs",
     "/usr/sbin/mkfs.ext4",
     "/usr/sbin/thin_check",
+    "/usr/sbin/mkfs.btrfs",
 ];
+/// Guest environment defaults, overridden by the host's `LAYERSCOPE_*`
+/// variables and `--env`.
+const GUEST_ENV: &[(&str, &str)] =
+    &[("LAYERSCOPE_CONFORMANCE_CASES", "devicemapper,overlay2-ext4")];
 const MARKER: &str = "LAYERSCOPE-VM-TEST-EXIT=";
 const READY: &str = "layerscope-vm: init at";
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Test filter (as `cargo test FILTER`); a test target of that name runs whole.
-    pub filter: Option<String>,
+    /// Test filters (as `cargo test FILTER`), all run in one guest boot; a
+    /// test target of that name runs whole.
+    pub filters: Vec<String>,
+    /// Extra guest environment, `KEY=VALUE` (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
     /// Packages whose tests are built.
     #[arg(long = "package", short = 'p', default_value = "storage-core")]
     pub packages: Vec<String>,
@@ -85,31 +99,32 @@ impl Drop for Guest {
     }
 }
 
-/// A test binary and the filter it runs with (`None`: all its tests).
+/// A test binary and the filters it runs with (empty: all its tests).
 struct TestBinary {
     name: String,
     path: PathBuf,
-    filter: Option<String>,
+    filters: Vec<String>,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let kernel_version = kernel_version()?;
     let vmlinuz = PathBuf::from(format!("/boot/vmlinuz-{kernel_version}"));
+    let env = guest_env(&args.env)?;
     let binaries = build_tests(args)?;
     if binaries.is_empty() {
-        bail!(
-            "vm-test: no test matches {:?}",
-            args.filter.as_deref().unwrap_or("")
-        );
+        bail!("vm-test: no test matches {:?}", args.filters);
     }
     for binary in &binaries {
         eprintln!(
-            "vm-test: will run {} ({}) with filter {:?}",
+            "vm-test: will run {} ({}) with filters {:?}",
             binary.name,
             binary.path.display(),
-            binary.filter.as_deref().unwrap_or("")
+            binary.filters
         );
+    }
+    for (key, value) in &env {
+        eprintln!("vm-test: guest env {key}={value}");
     }
     let temp = TempDir(std::env::temp_dir().join(format!("layerscope-vm-{}", std::process::id())));
     let _ = fs::remove_dir_all(&temp.0);
@@ -117,7 +132,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
 
     let built = Instant::now();
-    build_initramfs(&root, &kernel_version, &binaries)?;
+    build_initramfs(&root, &kernel_version, &binaries, &env)?;
     let initrd = temp.0.join("initrd.cpio");
     pack_cpio(&root, &initrd)?;
     let scratch = temp.0.join("scratch.img");
@@ -158,6 +173,37 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         0 => Ok(()),
         status => bail!("vm-test: guest tests failed (exit status {status})"),
     }
+}
+
+/// [`GUEST_ENV`], then the host's `LAYERSCOPE_*`, then `--env`.
+fn guest_env(given: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut env: std::collections::BTreeMap<String, String> = GUEST_ENV
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for (key, value) in std::env::vars() {
+        if key.starts_with("LAYERSCOPE_") {
+            env.insert(key, value);
+        }
+    }
+    for pair in given {
+        let Some((key, value)) = pair.split_once('=') else {
+            bail!("vm-test: --env {pair:?}: want KEY=VALUE");
+        };
+        env.insert(key.to_string(), value.to_string());
+    }
+    for (key, value) in &env {
+        let safe = |s: &str| !s.contains(['\'', '\n', '\0']);
+        if key.is_empty()
+            || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            || !safe(value)
+        {
+            bail!(
+                "vm-test: guest env {key}={value:?}: want KEY of [A-Za-z0-9_], VALUE without quotes or newlines"
+            );
+        }
+    }
+    Ok(env.into_iter().collect())
 }
 
 fn kernel_version() -> anyhow::Result<String> {
@@ -217,19 +263,30 @@ fn build_tests(args: &Args) -> anyhow::Result<Vec<TestBinary>> {
             continue;
         }
         let path = PathBuf::from(executable);
-        let filter = match &args.filter {
-            Some(filter) if *filter == name => None,
-            other => other.clone(),
+        // A filter naming the target runs it whole; otherwise the filters
+        // that select at least one of its tests.
+        let filters = if args.filters.is_empty() || args.filters.contains(&name) {
+            Vec::new()
+        } else {
+            let mut matching = Vec::new();
+            for filter in &args.filters {
+                let listed = output(Command::new(&path).args(["--list", filter]))?;
+                if listed.lines().any(|l| l.ends_with(": test")) {
+                    matching.push(filter.clone());
+                }
+            }
+            if matching.is_empty() {
+                continue;
+            }
+            matching
         };
-        // Keep only binaries with something to run.
-        let mut list = Command::new(&path);
-        list.arg("--list");
-        if let Some(filter) = &filter {
-            list.arg(filter);
-        }
-        let listed = output(&mut list)?;
+        let listed = output(Command::new(&path).arg("--list"))?;
         if listed.lines().any(|l| l.ends_with(": test")) {
-            binaries.push(TestBinary { name, path, filter });
+            binaries.push(TestBinary {
+                name,
+                path,
+                filters,
+            });
         }
     }
     Ok(binaries)
@@ -288,7 +345,12 @@ fn copy_with_libraries(root: &Path, file: &Path, dest: Option<&Path>) -> anyhow:
     Ok(())
 }
 
-fn build_initramfs(root: &Path, version: &str, binaries: &[TestBinary]) -> anyhow::Result<()> {
+fn build_initramfs(
+    root: &Path,
+    version: &str,
+    binaries: &[TestBinary],
+    env: &[(String, String)],
+) -> anyhow::Result<()> {
     for dir in [
         "bin", "sbin", "proc", "sys", "dev", "tmp", "var/tmp", "root", "run", "etc", "tests",
     ] {
@@ -361,12 +423,14 @@ fn build_initramfs(root: &Path, version: &str, binaries: &[TestBinary]) -> anyho
             .arg("--strip-debug")
             .arg(root.join(dest.strip_prefix("/").unwrap_or(&dest)))
             .status();
-        list.push_str(&format!(
-            "{file} {}\n",
-            binary.filter.as_deref().unwrap_or("")
-        ));
+        list.push_str(&format!("{file} {}\n", binary.filters.join(" ")));
     }
     fs::write(root.join("tests.list"), list)?;
+    let exports: String = env
+        .iter()
+        .map(|(key, value)| format!("export {key}='{value}'\n"))
+        .collect();
+    fs::write(root.join("env.sh"), exports)?;
     fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
     fs::write(root.join("etc/group"), "root:x:0:\n")?;
 
@@ -393,6 +457,7 @@ mount -t debugfs none /sys/kernel/debug 2>/dev/null
 mount -t tracefs none /sys/kernel/tracing 2>/dev/null
 mount -o noinit_itable /dev/vda /var/tmp || echo "layerscope-vm: no scratch disk"
 export TMPDIR=/var/tmp HOME=/root RUST_BACKTRACE=1 DM_DISABLE_UDEV=1
+. /env.sh
 cd /
 status=0
 while read -r binary filter; do

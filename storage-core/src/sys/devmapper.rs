@@ -3,7 +3,9 @@
 //! the ioctls a thin-pool needs: DEV_CREATE, TABLE_LOAD, DEV_SUSPEND
 //! (suspend and resume), TARGET_MSG (`create_thin`, `create_snap`,
 //! `delete`, `set_transaction_id`), TABLE_STATUS, DEV_STATUS, DEV_REMOVE,
-//! DEV_WAIT and LIST_DEVICES, plus BLKDISCARD on the resulting block device.
+//! DEV_WAIT and LIST_DEVICES, deferred removal (DM_DEFERRED_REMOVE and the
+//! `@cancel_deferred_remove` message), plus BLKDISCARD on the resulting
+//! block device.
 //! Written against `<linux/dm-ioctl.h>` directly (no libdevmapper, no udev).
 
 use std::fs::{File, OpenOptions};
@@ -65,6 +67,11 @@ const DM_GET_TARGET_VERSION: libc::c_ulong = dm_iowr(17);
 const DM_SUSPEND_FLAG: u32 = 1 << 1;
 const DM_STATUS_TABLE_FLAG: u32 = 1 << 4;
 const DM_ACTIVE_PRESENT_FLAG: u32 = 1 << 5;
+/// DEV_REMOVE of an open device marks it to go on its last close (and
+/// DEV_STATUS reports the mark); since ioctl interface 4.27.
+const DM_DEFERRED_REMOVE: u32 = 1 << 17;
+/// The first interface version with [`DM_DEFERRED_REMOVE`].
+pub const DEFERRED_REMOVE_SINCE: [u32; 3] = [4, 27, 0];
 /// `sizeof(struct dm_target_spec)`: sector_start, length, status, next, type[16].
 const TARGET_SPEC_SIZE: usize = 40;
 const DM_MAX_TYPE_NAME: usize = 16;
@@ -92,6 +99,8 @@ pub struct DeviceInfo {
     pub suspended: bool,
     /// Whether a table is live (false right after DEV_CREATE).
     pub active: bool,
+    /// Whether a deferred removal is pending (removed on its last close).
+    pub deferred_remove: bool,
 }
 
 /// A device-mapper target type the kernel has registered, e.g. `thin-pool`.
@@ -171,6 +180,23 @@ impl DmControl {
         self.ioctl(DM_DEV_REMOVE, &mut buf)
     }
 
+    /// DM_DEV_REMOVE with DM_DEFERRED_REMOVE: removes device `name` now
+    /// when nobody has it open (`Ok(true)`), else marks it to be removed by
+    /// the kernel on its last close (`Ok(false)`).
+    pub fn remove_device_deferred(&self, name: &str) -> io::Result<bool> {
+        let mut buf = IoctlBuf::named(name, 0)?;
+        buf.header_mut().flags = DM_DEFERRED_REMOVE;
+        self.ioctl(DM_DEV_REMOVE, &mut buf)?;
+        // The kernel clears the flag when it removed the device at once.
+        Ok(buf.header().flags & DM_DEFERRED_REMOVE == 0)
+    }
+
+    /// Cancels a pending deferred removal of `name` (the
+    /// `@cancel_deferred_remove` message; ENXIO when none is pending).
+    pub fn cancel_deferred_remove(&self, name: &str) -> io::Result<()> {
+        self.message(name, 0, "@cancel_deferred_remove")
+    }
+
     /// DM_DEV_SUSPEND with DM_SUSPEND_FLAG: queues new I/O, flushes the rest.
     pub fn suspend(&self, name: &str) -> io::Result<()> {
         let mut buf = IoctlBuf::named(name, 0)?;
@@ -200,6 +226,7 @@ impl DmControl {
             event_nr: header.event_nr,
             suspended: header.flags & DM_SUSPEND_FLAG != 0,
             active: header.flags & DM_ACTIVE_PRESENT_FLAG != 0,
+            deferred_remove: header.flags & DM_DEFERRED_REMOVE != 0,
         }))
     }
 

@@ -7,7 +7,7 @@ use std::fmt;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -284,25 +284,38 @@ pub fn tar_entries(bytes: &[u8]) -> Vec<Node> {
 /// What is left in a driver home besides empty top-level directories
 /// (the driver's fixed dirs: `l/`, `dir/`, `subvolumes/`, ...).
 pub fn leftovers(home: &Path) -> Vec<String> {
+    leftovers_beyond(home, &[])
+}
+
+/// [`leftovers`], not counting `keep`: paths relative to `home`, at most
+/// two deep, that are the driver's own state rather than a layer's (the
+/// devicemapper pool's files and base device, as Docker keeps them).
+pub fn leftovers_beyond(home: &Path, keep: &[&str]) -> Vec<String> {
     let mut left = Vec::new();
     let Ok(entries) = std::fs::read_dir(home) else {
         return left;
     };
+    let kept = |rel: &Path| keep.iter().any(|k| Path::new(k) == rel);
     for entry in entries {
         let entry = entry.unwrap();
         let path = entry.path();
-        let empty_dir = path.is_dir()
-            && !path.is_symlink()
-            && std::fs::read_dir(&path).unwrap().next().is_none();
-        if !empty_dir {
-            let inner: Vec<String> = std::fs::read_dir(&path)
-                .map(|rd| {
-                    rd.take(5)
-                        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                        .collect()
-                })
-                .unwrap_or_default();
-            left.push(format!("{} {inner:?}", path.display()));
+        let rel = PathBuf::from(entry.file_name());
+        if kept(&rel) {
+            continue;
+        }
+        if !path.is_dir() || path.is_symlink() {
+            left.push(format!("{} []", path.display()));
+            continue;
+        }
+        let inner: Vec<String> = std::fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|name| !kept(&rel.join(name)))
+            .map(|name| name.to_string_lossy().into_owned())
+            .collect();
+        if !inner.is_empty() {
+            let shown: Vec<&String> = inner.iter().take(5).collect();
+            left.push(format!("{} {shown:?}", path.display()));
         }
     }
     left

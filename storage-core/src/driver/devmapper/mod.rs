@@ -14,13 +14,23 @@
 //!
 //! Pool transactions follow moby: the open transaction is written first,
 //! the pool's transaction id is bumped last, and an open transaction found
-//! at start-up is rolled back. Diffs are the naive walk (moby's
-//! NaiveDiffDriver). Without dm-thin in the kernel, `open` refuses in one
-//! line and creates nothing.
+//! at start-up is rolled back. At start-up the pool must match the store
+//! (transaction ids, the base device's filesystem UUID; an empty store
+//! takes only an empty pool): a metadata device from another pool is
+//! refused before anything changes. With `dm.use_deferred_removal` a busy
+//! device is removed by the kernel on its last close; with
+//! `dm.use_deferred_deletion` a thin device that cannot be deleted yet is
+//! marked `deleted` in its file (its id stays taken) and deleted by a later
+//! operation (open, create, remove, cleanup). Diffs are the naive walk
+//! (moby's NaiveDiffDriver). Without dm-thin in the kernel, `open` refuses
+//! in one line and creates nothing; a failed `open` removes the pool and
+//! the home it made.
 
+mod deferred;
 pub mod fs;
 pub mod metadata;
 pub mod options;
+mod ownership;
 pub mod pool;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,8 +43,8 @@ use self::metadata::{DevInfo, DeviceSetMeta, MetadataDir, Transaction};
 use self::options::{BaseFs, DmOptions, human_size};
 use self::pool::{Pool, PoolStatus};
 use super::mountref::MountCounter;
-use super::{CreateOpts, Driver, DriverError, DriverOptions};
-use crate::archive::{self, AppliedLayer, ApplyOptions, Change, WhiteoutFormat};
+use super::{CreateOpts, Driver, DriverError, DriverOptions, naive};
+use crate::archive::{AppliedLayer, Change};
 use crate::fsutil;
 use crate::sys::devmapper::{self as dm, DmControl};
 use crate::sys::loopdev::{LoopDevice, LoopOptions};
@@ -163,13 +173,57 @@ pub fn check_kernel() -> Result<DmControl, DriverError> {
     Ok(control)
 }
 
+/// The smallest metadata device a thin-pool is given (lvm's minimum).
+const MIN_METADATA_BYTES: u64 = 2 << 20;
+
 impl DevMapper {
     /// Opens (creating when needed) the driver home `<root>/devicemapper`:
-    /// the pool, the base device, the bookkeeping.
+    /// the pool, the base device, the bookkeeping. On failure the pool and
+    /// the home it created are removed again.
     pub fn open(home: &Path, options: &DriverOptions) -> Result<Self, DriverError> {
         let options = DmOptions::parse(options)?;
         let control = check_kernel()?;
+        if options.deferred_removal {
+            let version = control.version().map_err(DriverError::io(
+                "DM_VERSION",
+                PathBuf::from(dm::CONTROL_PATH),
+            ))?;
+            if version < dm::DEFERRED_REMOVE_SINCE {
+                return Err(unavailable(format!(
+                    "dm.use_deferred_removal=true: kernel device-mapper interface {}.{}.{} has no deferred removal (needs 4.27)",
+                    version[0], version[1], version[2]
+                )));
+            }
+        }
+        let home_existed = home.exists();
+        let opened =
+            Self::open_pool(home, options, control).and_then(|(driver, created_pool)| match driver
+                .init()
+            {
+                Ok(()) => Ok(driver),
+                Err(e) => {
+                    if created_pool {
+                        let _ = pool::deactivate(&driver.control, &driver.pool.name);
+                    }
+                    Err(e)
+                }
+            });
+        if opened.is_err() && !home_existed {
+            let _ = std::fs::remove_dir_all(home);
+        }
+        opened
+    }
 
+    /// The pool (found, or created with its loop files: then `true`) and
+    /// the driver on it, before any check or change of the pool.
+    fn open_pool(
+        home: &Path,
+        options: DmOptions,
+        control: DmControl,
+    ) -> Result<(Self, bool), DriverError> {
+        if let Some(parent) = home.parent() {
+            std::fs::create_dir_all(parent).map_err(DriverError::io("create", parent))?;
+        }
         fsutil::ensure_dir(home, 0o700).map_err(DriverError::io("create", home))?;
         let meta = MetadataDir::new(home.join("metadata"));
         fsutil::ensure_dir(meta.path(), 0o700).map_err(DriverError::io("create", meta.path()))?;
@@ -191,7 +245,7 @@ impl DevMapper {
         let loop_dir = home.join("devicemapper");
         let mut data_loop_file = None;
         let mut metadata_loop_file = None;
-        let mut created_loopback = false;
+        let mut created_pool = false;
         let (pool, data_device, metadata_device) = match Pool::existing(&control, &pool_name)? {
             Some(pool) => {
                 if options.thin_pool.is_none() {
@@ -225,8 +279,6 @@ impl DevMapper {
                     let path = loop_dir.join(file);
                     fsutil::ensure_dir(&loop_dir, 0o700)
                         .map_err(DriverError::io("create", &loop_dir))?;
-                    let existed = path.exists();
-                    created_loopback |= !existed;
                     let f = std::fs::OpenOptions::new()
                         .read(true)
                         .write(true)
@@ -258,6 +310,19 @@ impl DevMapper {
                     "metadata",
                     options.loop_metadata_size,
                 )?;
+                let meta_bytes = pool::device_size(&meta_dev)?;
+                if meta_bytes < MIN_METADATA_BYTES {
+                    return Err(DriverError::io("use as thin-pool metadata", &meta_dev)(
+                        io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            format!(
+                                "too small: {} bytes, a thin-pool's metadata needs at least {}",
+                                meta_bytes,
+                                human_size(MIN_METADATA_BYTES)
+                            ),
+                        ),
+                    ));
+                }
                 let pool = Pool::create(
                     &control,
                     &pool_name,
@@ -265,6 +330,7 @@ impl DevMapper {
                     &meta_dev,
                     options.block_sectors,
                 )?;
+                created_pool = true;
                 // The pool holds the loop devices now; dropping ours leaves
                 // them attached with autoclear, so they go with the pool.
                 drop(loops);
@@ -278,14 +344,6 @@ impl DevMapper {
             }
         };
 
-        let status = pool.status(&control)?;
-        let mut used_ids = BTreeSet::new();
-        if !created_loopback {
-            for (_, info) in meta.devices()? {
-                used_ids.insert(info.device_id);
-            }
-        }
-        let device_set = meta.load_device_set()?;
         let driver = Self {
             home: home.to_path_buf(),
             options,
@@ -298,15 +356,35 @@ impl DevMapper {
             data_loop_file,
             metadata_loop_file,
             state: Mutex::new(State {
-                transaction_id: status.transaction_id,
-                used_ids,
-                device_set,
+                transaction_id: 0,
+                used_ids: BTreeSet::new(),
+                device_set: DeviceSetMeta::default(),
             }),
             mounts: MountCounter::default(),
         };
-        driver.process_pending_transaction()?;
-        driver.setup_base(created_loopback)?;
-        Ok(driver)
+        Ok((driver, created_pool))
+    }
+
+    /// Loads the bookkeeping, checks the pool is this store's, finishes or
+    /// rolls back what a crash left, makes the base device and deletes the
+    /// devices whose deletion was deferred.
+    fn init(&self) -> Result<(), DriverError> {
+        let status = self.pool.status(&self.control)?;
+        {
+            let mut state = self.lock();
+            state.transaction_id = status.transaction_id;
+            for (_, info) in self.meta.devices()? {
+                state.used_ids.insert(info.device_id);
+            }
+            state.device_set = self.meta.load_device_set()?;
+        }
+        self.verify_pool(&status)?;
+        self.process_pending_transaction()?;
+        self.setup_base()?;
+        if self.options.deferred_deletion {
+            let _ = self.cleanup_deleted_devices();
+        }
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -489,34 +567,66 @@ impl DevMapper {
         Ok(info)
     }
 
+    /// moby's deleteDevice: deactivates and deletes thin device `hash`.
+    /// `Ok(true)`: gone. `Ok(false)`: still busy, marked `deleted` for a
+    /// later attempt (deferred deletion, unless `sync`). Without deferred
+    /// deletion a busy device is an error and nothing changes.
     fn delete_device(
         &self,
         state: &mut State,
         hash: &str,
         info: &DevInfo,
-    ) -> Result<(), DriverError> {
-        let name = self.device_name(hash);
+        sync: bool,
+    ) -> Result<bool, DriverError> {
         if self.options.blk_discard {
             self.discard(hash, info);
         }
-        pool::deactivate(&self.control, &name)?;
+        // Deferred removal only goes with deferred deletion here (moby):
+        // otherwise a device busy for a moment is waited for.
+        let deferred = self.options.deferred_deletion && !sync;
+        self.deactivate(hash, deferred)?;
         let transaction = self.open_transaction(state, hash, info.device_id)?;
-        self.pool
+        match self
+            .pool
             .message(&self.control, &format!("delete {}", info.device_id))
-            .map_err(self.pool_error("DM_TARGET_MSG delete"))?;
+        {
+            Ok(()) => {}
+            Err(e) => {
+                // The pool did not change: the transaction never happened.
+                self.meta.remove_transaction()?;
+                if e.raw_os_error() == Some(libc::EBUSY) && deferred {
+                    if !info.deleted {
+                        let marked = DevInfo {
+                            deleted: true,
+                            ..info.clone()
+                        };
+                        self.meta.save_device(hash, &marked)?;
+                    }
+                    return Ok(false);
+                }
+                return Err(self.pool_error("DM_TARGET_MSG delete")(e));
+            }
+        }
         self.meta.remove_device(hash)?;
         state.used_ids.remove(&info.device_id);
         self.close_transaction(state, &transaction)?;
-        self.meta.remove_transaction()
+        self.meta.remove_transaction()?;
+        pool::remove_node(&self.device_name(hash));
+        Ok(true)
     }
 
     /// Docker's discard hack: give the device's blocks back to the backing
-    /// files before deleting it (best effort).
+    /// files before deleting it (best effort; not while it is open).
     fn discard(&self, hash: &str, info: &DevInfo) {
+        let name = self.device_name(hash);
+        if let Ok(Some(dev)) = self.control.info(&name) {
+            if dev.open_count != 0 {
+                return;
+            }
+        }
         let Ok(path) = self.activate(hash, info) else {
             return;
         };
-        let name = self.device_name(hash);
         if let Ok(Some(dev)) = self.control.info(&name) {
             if dev.open_count == 0 {
                 if let Ok(file) = std::fs::OpenOptions::new().write(true).open(&path) {
@@ -526,7 +636,8 @@ impl DevMapper {
         }
     }
 
-    /// Activates thin device `hash` unless it is active; returns its node.
+    /// Activates thin device `hash` unless it is active (cancelling a
+    /// pending deferred removal); returns its node.
     fn activate(&self, hash: &str, info: &DevInfo) -> Result<PathBuf, DriverError> {
         let name = self.device_name(hash);
         if let Some(dev) = self
@@ -534,7 +645,9 @@ impl DevMapper {
             .info(&name)
             .map_err(DriverError::io("DM_DEV_STATUS", pool::node_path(&name)))?
         {
-            return pool::ensure_node(&name, dev.dev);
+            if !dev.deferred_remove || self.cancel_deferred_removal(&name)? {
+                return pool::ensure_node(&name, dev.dev);
+            }
         }
         pool::activate(
             &self.control,
@@ -546,10 +659,14 @@ impl DevMapper {
 
     /// moby's setupBaseImage: a base device formatted once and never mounted
     /// again; recreated when an earlier attempt did not finish.
-    fn setup_base(&self, fresh_pool: bool) -> Result<(), DriverError> {
+    fn setup_base(&self) -> Result<(), DriverError> {
         let mut state = self.lock();
         if let Some(old) = self.meta.load_device("")? {
             if old.initialized && !old.deleted {
+                let uuid = state.device_set.base_device_uuid.clone();
+                if !uuid.is_empty() {
+                    self.verify_base_uuid(&old, &uuid)?;
+                }
                 let saved = &state.device_set.base_device_filesystem;
                 if self.options.fs_given && !saved.is_empty() && saved != self.options.fs.name() {
                     return Err(DriverError::io(
@@ -562,22 +679,44 @@ impl DevMapper {
                 }
                 return Ok(());
             }
-            self.delete_device(&mut state, "", &old)?;
-        }
-        if self.options.thin_pool.is_some() && !fresh_pool {
-            let status = self.pool.status(&self.control)?;
-            if status.data_used != 0 || status.transaction_id != 0 {
-                return Err(self.pool_error("take ownership of thin pool")(
-                    io::Error::other("it already has used data blocks or a transaction id"),
-                ));
-            }
+            self.delete_device(&mut state, "", &old, true)?;
         }
         let mut info = self.create_device(&mut state, "", None, self.options.base_size)?;
         let path = self.activate("", &info)?;
         let formatted = fs::mkfs(self.options.fs, &path, &self.options.mkfs_args)
             .and_then(|()| fs::probe(&path).map_err(DriverError::io("read superblock", &path)));
         let deactivated = pool::deactivate(&self.control, &self.device_name(""));
-        let probed = formatted?;
+        let probed = match formatted {
+            Ok(probed) => probed,
+            Err(e) => {
+                let full = self
+                    .pool
+                    .status(&self.control)
+                    .ok()
+                    .filter(|s| s.out_of_space);
+                // Give the blocks back; the next open makes the base again.
+                if deactivated.is_ok() {
+                    let _ = self.delete_device(&mut state, "", &info, true);
+                }
+                let Some(full) = full else {
+                    return Err(e);
+                };
+                let data = match (&self.data_loop_file, self.data_device.as_str()) {
+                    (Some(file), _) => format!("data file {}", file.display()),
+                    (None, "") => "data device".to_string(),
+                    (None, device) => format!("data device {device}"),
+                };
+                return Err(self.pool_error("format the base device")(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    format!(
+                        "thin pool too small: its {data} ({}) filled up making the {} {} base device",
+                        human_size(full.block_bytes() * full.data_total),
+                        human_size(self.options.base_size),
+                        self.options.fs.name()
+                    ),
+                )));
+            }
+        };
         deactivated?;
         info.initialized = true;
         self.meta.save_device("", &info)?;
@@ -625,6 +764,9 @@ impl DevMapper {
                 id: id.to_string(),
                 key: key.clone(),
             });
+        }
+        if self.options.deferred_deletion {
+            let _ = self.cleanup_deleted_devices();
         }
         let origin_hash = parent.unwrap_or("");
         let origin = self.lookup(origin_hash)?;
@@ -700,22 +842,6 @@ impl DevMapper {
         }
         Ok(())
     }
-
-    /// moby's naive diff: mount both and compare the trees.
-    fn naive_changes(&self, id: &str, parent: Option<&str>) -> Result<Vec<Change>, DriverError> {
-        let layer = self.get(id)?;
-        let result = (|| {
-            let Some(parent) = parent else {
-                return Ok(archive::changes_naive(&layer, None)?);
-            };
-            let parent_root = self.get(parent)?;
-            let changes = archive::changes_naive(&layer, Some(&parent_root));
-            self.put(parent)?;
-            Ok(changes?)
-        })();
-        self.put(id)?;
-        result
-    }
 }
 
 impl Driver for DevMapper {
@@ -740,14 +866,48 @@ impl Driver for DevMapper {
         self.add_device(id, parent, opts)
     }
 
+    /// Deletes the layer's thin device. A device still open (a process in
+    /// its filesystem, another mount) is an error that keeps the layer,
+    /// unless deferred deletion is on: then it is marked and deleted by a
+    /// later operation once released.
     fn remove(&self, id: &str) -> Result<(), DriverError> {
+        if self.options.deferred_deletion {
+            let _ = self.cleanup_deleted_devices();
+        }
         let info = self.lookup(id)?;
         let mp = self.mount_dir(id);
+        let busy = |what: &str| {
+            DriverError::io("remove thin device", pool::node_path(&self.device_name(id)))(
+                io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    format!(
+                        "{what} is busy (a process or another mount holds it); layer {id} is kept: retry once it is released, or use dm.use_deferred_removal=true with dm.use_deferred_deletion=true"
+                    ),
+                ),
+            )
+        };
         if mount::is_mount_point(&mp) {
-            mount::unmount_detach(&mp)?;
+            match mount::unmount(&mp) {
+                Ok(()) => {}
+                // In use and nothing may be deferred: leave it all as it is.
+                Err(e)
+                    if e.source == nix::errno::Errno::EBUSY && !self.options.deferred_deletion =>
+                {
+                    return Err(busy("its filesystem"));
+                }
+                Err(_) => mount::unmount_detach(&mp)?,
+            }
+            // The mount is gone, whatever references `get` handed out.
+            while self.mounts.decrement(&mp) > 0 {}
         }
         let mut state = self.lock();
-        self.delete_device(&mut state, id, &info)?;
+        match self.delete_device(&mut state, id, &info, false) {
+            Ok(_) => {}
+            Err(DriverError::Io { source, .. }) if source.raw_os_error() == Some(libc::EBUSY) => {
+                return Err(busy("the device"));
+            }
+            Err(e) => return Err(e),
+        }
         let _ = std::fs::remove_dir(&mp);
         Ok(())
     }
@@ -795,7 +955,7 @@ impl Driver for DevMapper {
             mount::unmount(&mp).or_else(|_| mount::unmount_detach(&mp))?;
         }
         let _ = std::fs::remove_dir(&mp);
-        pool::deactivate(&self.control, &self.device_name(id))
+        self.deactivate(id, self.options.deferred_removal)
     }
 
     fn exists(&self, id: &str) -> bool {
@@ -850,9 +1010,18 @@ impl Driver for DevMapper {
                 human_size(u.data_total * u64::from(self.options.min_free_space_percent) / 100),
             );
         }
-        add("Deferred Removal Enabled", "false".into());
-        add("Deferred Deletion Enabled", "false".into());
-        add("Deferred Deleted Device Count", "0".into());
+        add(
+            "Deferred Removal Enabled",
+            self.options.deferred_removal.to_string(),
+        );
+        add(
+            "Deferred Deletion Enabled",
+            self.options.deferred_deletion.to_string(),
+        );
+        add(
+            "Deferred Deleted Device Count",
+            self.deleted_count().to_string(),
+        );
         lines
     }
 
@@ -869,6 +1038,9 @@ impl Driver for DevMapper {
     /// this driver and, for a pool it created, the pool (its loop devices
     /// detach with it).
     fn cleanup(&self) -> Result<(), DriverError> {
+        if self.options.deferred_deletion {
+            let _ = self.cleanup_deleted_devices();
+        }
         let info = std::fs::read_to_string("/proc/self/mountinfo")
             .map_err(DriverError::io("read", "/proc/self/mountinfo"))?;
         let home = self
@@ -892,7 +1064,11 @@ impl Driver for DevMapper {
         let ours = format!("{}-", self.prefix);
         for (name, _) in devices {
             if name.starts_with(&ours) && name != self.pool.name {
-                pool::deactivate(&self.control, &name)?;
+                if self.options.deferred_removal {
+                    pool::deactivate_deferred(&self.control, &name)?;
+                } else {
+                    pool::deactivate(&self.control, &name)?;
+                }
             }
         }
         if self.options.thin_pool.is_none() {
@@ -902,40 +1078,27 @@ impl Driver for DevMapper {
     }
 
     fn diff(&self, id: &str, parent: Option<&str>, out: &mut dyn Write) -> Result<(), DriverError> {
-        let changes = self.naive_changes(id, parent)?;
-        let root = self.get(id)?;
-        let result = archive::export_changes(&root, &changes, out);
-        self.put(id)?;
-        result?;
-        Ok(())
+        naive::diff(self, id, parent, out)
     }
 
     fn changes(&self, id: &str, parent: Option<&str>) -> Result<Vec<Change>, DriverError> {
-        self.naive_changes(id, parent)
+        naive::changes(self, id, parent)
     }
 
+    /// Extracts into the layer's tree; the size is counted as moby's
+    /// NaiveDiffDriver does (symlinks included), like every naive driver.
     fn apply_diff(
         &self,
         id: &str,
-        _parent: Option<&str>,
+        parent: Option<&str>,
         diff: &mut dyn Read,
         tar_split: Option<&mut (dyn Write + Send)>,
     ) -> Result<AppliedLayer, DriverError> {
-        let root = self.get(id)?;
-        let options = ApplyOptions::new(WhiteoutFormat::Naive);
-        let applied = archive::apply_layer(diff, &root, &options, tar_split);
-        let put = self.put(id);
-        let applied = applied?;
-        put?;
-        Ok(applied)
+        naive::apply_diff(self, id, parent, diff, tar_split, false)
     }
 
     fn diff_size(&self, id: &str, parent: Option<&str>) -> Result<u64, DriverError> {
-        let changes = self.naive_changes(id, parent)?;
-        let root = self.get(id)?;
-        let size = super::changes_size(&root, &changes);
-        self.put(id)?;
-        size
+        naive::diff_size(self, id, parent)
     }
 
     fn diff_files(&self, _id: &str) -> Option<PathBuf> {

@@ -61,6 +61,12 @@ pub struct DmOptions {
     pub blk_discard: bool,
     /// `dm.xfs_nospace_max_retries`: written to xfs's ENOSPC retry knob.
     pub xfs_nospace_max_retries: Option<u64>,
+    /// `dm.use_deferred_removal`: a busy device is removed by the kernel on
+    /// its last close instead of failing EBUSY (false).
+    pub deferred_removal: bool,
+    /// `dm.use_deferred_deletion`: a thin device that cannot be deleted now
+    /// is marked `deleted` and deleted later (false; needs deferred removal).
+    pub deferred_deletion: bool,
 }
 
 const GIB: u64 = 1 << 30;
@@ -82,6 +88,8 @@ impl Default for DmOptions {
             min_free_space_percent: 10,
             blk_discard: true,
             xfs_nospace_max_retries: None,
+            deferred_removal: false,
+            deferred_deletion: false,
         }
     }
 }
@@ -138,6 +146,14 @@ impl DmOptions {
                             .ok_or_else(|| invalid(key, value, "want true or false"))?,
                     )
                 }
+                "dm.use_deferred_removal" => {
+                    parsed.deferred_removal = parse_bool(value)
+                        .ok_or_else(|| invalid(key, value, "want true or false"))?
+                }
+                "dm.use_deferred_deletion" => {
+                    parsed.deferred_deletion = parse_bool(value)
+                        .ok_or_else(|| invalid(key, value, "want true or false"))?
+                }
                 "dm.xfs_nospace_max_retries" => {
                     parsed.xfs_nospace_max_retries = Some(
                         value
@@ -160,6 +176,13 @@ impl DmOptions {
                 "dm.thinpooldev",
                 parsed.thin_pool.as_deref().unwrap_or_default(),
                 "cannot be combined with dm.datadev or dm.metadatadev",
+            ));
+        }
+        if parsed.deferred_deletion && !parsed.deferred_removal {
+            return Err(invalid(
+                "dm.use_deferred_deletion",
+                "true",
+                "needs deferred removal too (dm.use_deferred_removal=true)",
             ));
         }
         // Like Docker: no discard hack on real devices unless asked for.
@@ -299,6 +322,19 @@ mod tests {
         assert!(err.to_string().contains("percentage"), "{err}");
         let err = DmOptions::parse(&opts(&[("dm.blocksize", "4K")])).unwrap_err();
         assert!(err.to_string().contains("64K"), "{err}");
+        let parsed = DmOptions::parse(&opts(&[
+            ("dm.use_deferred_removal", "true"),
+            ("dm.use_deferred_deletion", "true"),
+        ]))
+        .unwrap();
+        assert!(parsed.deferred_removal && parsed.deferred_deletion);
+        let err = DmOptions::parse(&opts(&[("dm.use_deferred_deletion", "true")])).unwrap_err();
+        assert!(
+            err.to_string().contains("dm.use_deferred_removal=true"),
+            "{err}"
+        );
+        let err = DmOptions::parse(&opts(&[("dm.use_deferred_removal", "maybe")])).unwrap_err();
+        assert!(err.to_string().contains("true or false"), "{err}");
         let err = DmOptions::parse(&opts(&[("dm.nope", "1")])).unwrap_err();
         assert!(err.to_string().contains("dm.nope"), "{err}");
     }

@@ -172,6 +172,33 @@ pub fn deactivate(control: &DmControl, name: &str) -> Result<(), DriverError> {
     Ok(())
 }
 
+/// Removes device `name` if it exists; when it is open (a busy mount, an
+/// open fd), marks it for deferred removal instead, which the kernel
+/// carries out on its last close. Returns whether the device is gone now.
+pub fn deactivate_deferred(control: &DmControl, name: &str) -> Result<bool, DriverError> {
+    if control
+        .info(name)
+        .map_err(dm_error("DM_DEV_STATUS", name))?
+        .is_none()
+    {
+        remove_node(name);
+        return Ok(true);
+    }
+    match control.remove_device_deferred(name) {
+        Ok(_) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {}
+        Err(e) => return Err(dm_error("DM_DEV_REMOVE (deferred)", name)(e)),
+    }
+    let gone = control
+        .info(name)
+        .map_err(dm_error("DM_DEV_STATUS", name))?
+        .is_none();
+    if gone {
+        remove_node(name);
+    }
+    Ok(gone)
+}
+
 /// An active thin-pool.
 #[derive(Debug)]
 pub struct Pool {
