@@ -42,6 +42,7 @@ use std::sync::{Mutex, MutexGuard};
 use self::metadata::{DevInfo, DeviceSetMeta, MetadataDir, Transaction};
 use self::options::{BaseFs, DmOptions, human_size};
 use self::pool::{Pool, PoolStatus};
+use super::layer_id;
 use super::mountref::MountCounter;
 use super::{CreateOpts, Driver, DriverError, DriverOptions, naive};
 use crate::archive::{AppliedLayer, Change};
@@ -417,20 +418,17 @@ impl DevMapper {
     }
 
     fn check_id(id: &str) -> Result<(), DriverError> {
-        let valid = !id.is_empty()
-            && id != metadata::BASE
-            && id != metadata::TRANSACTION_FILE
-            && id != metadata::DEVICE_SET_FILE
-            && !id.starts_with('.')
-            && id.len() <= 90
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if valid {
-            Ok(())
-        } else {
-            Err(DriverError::InvalidId { id: id.to_string() })
+        const RESERVED: &[&str] = &[
+            metadata::BASE,
+            metadata::TRANSACTION_FILE,
+            metadata::DEVICE_SET_FILE,
+        ];
+        layer_id::check(id, RESERVED)?;
+        // The device name `<pool prefix>-<id>` must fit DM_NAME_LEN (128).
+        if id.len() > 90 {
+            return Err(DriverError::InvalidId { id: id.to_string() });
         }
+        Ok(())
     }
 
     fn lookup(&self, id: &str) -> Result<DevInfo, DriverError> {
