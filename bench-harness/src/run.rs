@@ -113,12 +113,24 @@ pub fn run_bench(
         Probes::start()
     };
     let mut unavailable = Vec::new();
-    'targets: for target in &targets {
-        let fs = target.filesystem(&config.scratch_dir, config.scale.filesystem_bytes())?;
+    // Every target's filesystem first, then the loops run repeat ->
+    // workload -> target: each target's measurement sits next to native's
+    // in time, so a ratio compares like with like even when the machine's
+    // state (writeback, caches, other load) drifts during a long run.
+    let mut filesystems = Vec::with_capacity(targets.len());
+    for target in &targets {
+        filesystems.push(Some(
+            target.filesystem(&config.scratch_dir, config.scale.filesystem_bytes())?,
+        ));
+    }
+    for repeat in 0..config.repeat.max(1) {
         for workload in &workload_list {
-            for repeat in 0..config.repeat.max(1) {
+            for (target, slot) in targets.iter().zip(filesystems.iter_mut()) {
                 check_interrupted()?;
                 step += 1;
+                let Some(fs) = slot.as_ref() else {
+                    continue; // unavailable, said once
+                };
                 progress(&Progress {
                     step,
                     steps,
@@ -132,14 +144,15 @@ pub fn run_bench(
                     source,
                 };
                 let label = format!("{}-{repeat}", workload.name());
-                let mut stack = match Stack::new(*target, &fs, &label) {
+                let mut stack = match Stack::new(*target, fs, &label) {
                     Ok(stack) => stack,
                     Err(BenchError::Unavailable { target: name, why }) => {
                         // Listed with its reason; the run goes on without it.
-                        step += workload_list.len() * config.repeat.max(1) - 1;
                         unavailable.push(Unavailable { target: name, why });
-                        drop(fs);
-                        continue 'targets;
+                        if let Some(fs) = slot.take() {
+                            cleanup_filesystem(target, fs)?;
+                        }
+                        continue;
                     }
                     Err(e) => return Err(e),
                 };
@@ -187,10 +200,11 @@ pub fn run_bench(
                 }
             }
         }
-        fs.cleanup().map_err(|e| BenchError::Setup {
-            target: target.name.to_string(),
-            what: e.to_string(),
-        })?;
+    }
+    for (target, fs) in targets.iter().zip(filesystems) {
+        if let Some(fs) = fs {
+            cleanup_filesystem(target, fs)?;
+        }
     }
     let mut docker = crate::docker::DockerOutcome::default();
     if !docker_plans.is_empty() {
@@ -214,6 +228,13 @@ pub fn run_bench(
     results.docker_version = docker.version;
     results.probe_strategy = probes.describe();
     Ok(results)
+}
+
+fn cleanup_filesystem(target: &Target, fs: testkit::ScratchFs) -> Result<(), BenchError> {
+    fs.cleanup().map_err(|e| BenchError::Setup {
+        target: target.name.to_string(),
+        what: e.to_string(),
+    })
 }
 
 /// What a result row says about where it ran.

@@ -47,10 +47,15 @@ impl Scale {
         }
     }
 
-    /// Files per size in the copy-up workload.
-    pub fn copy_up_files(self) -> usize {
+    /// Files of `size` in the copy-up workload: many of the small sizes,
+    /// whose microsecond copy-ups (and native's appends, the denominator)
+    /// need samples for a p50 that repeats; few of the large ones, whose
+    /// copies take long enough to be steady.
+    pub fn copy_up_files(self, size: u64) -> usize {
+        const MIB: u64 = 1024 * 1024;
         match self {
             Scale::Tiny => 4,
+            Scale::Small | Scale::Full if size <= MIB => 32,
             Scale::Small | Scale::Full => 8,
         }
     }

@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: the main job. Installs what is missing, builds
 //! layerscope in release mode (BPF objects included) and runs
-//! `layerscope bench` with the small scale unless told otherwise. With
+//! `layerscope bench` with the small scale and 3 repeats unless told
+//! otherwise. With
 //! `--runs N` it runs the benchmark N times (into `<out>/run-<i>`) and
 //! reports how far each ratio moved between runs (`repeatability.md`).
 
@@ -17,6 +18,9 @@ pub struct Args {
     /// Where results go (default: results/ in the workspace).
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
+    /// Repeats inside one run; ratios are the median over them.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
     /// Run the benchmark this many times and report the ratios' spread.
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
@@ -44,6 +48,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 .arg("bench")
                 .arg("--scale")
                 .arg(&args.scale)
+                .arg("--repeat")
+                .arg(args.repeat.to_string())
                 .arg("--out")
                 .arg(out)
                 .args(&args.rest),

@@ -24,7 +24,7 @@ impl Workload for CopyUp {
 
     fn populate(&self, image: &Path, scale: Scale) -> io::Result<()> {
         for &size in scale.copy_up_sizes() {
-            for index in 0..scale.copy_up_files() {
+            for index in 0..scale.copy_up_files(size) {
                 write_file(&image.join(name_of(size, index)), size)?;
             }
         }
@@ -36,7 +36,7 @@ impl Workload for CopyUp {
         for &size in scale.copy_up_sizes() {
             let mut latencies = Latencies::default();
             let started = Instant::now();
-            for index in 0..scale.copy_up_files() {
+            for index in 0..scale.copy_up_files(size) {
                 let path = root.join(name_of(size, index));
                 let begun = Instant::now();
                 let mut file = OpenOptions::new().append(true).open(&path)?;
@@ -47,7 +47,7 @@ impl Workload for CopyUp {
             outcomes.push(Outcome {
                 label: format!("copy-up/{}", human_size(size)),
                 latencies,
-                bytes: scale.copy_up_files() as u64,
+                bytes: scale.copy_up_files(size) as u64,
                 elapsed: started.elapsed(),
                 page_cache_bytes: None,
             });
