@@ -1,9 +1,9 @@
 //! `cargo xtask bench`: the main job. Installs what is missing, builds
 //! layerscope in release mode (BPF objects included) and runs
 //! `layerscope bench` with the small scale and 3 repeats unless told
-//! otherwise. With
-//! `--runs N` it runs the benchmark N times (into `<out>/run-<i>`) and
-//! reports how far each ratio moved between runs (`repeatability.md`).
+//! otherwise. With `--runs N` it runs the benchmark N times (into
+//! `<out>/run-<i>`) and reports how far each ratio moved between runs
+//! (`repeatability.md`).
 
 use std::ffi::OsString;
 
