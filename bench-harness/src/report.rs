@@ -349,12 +349,6 @@ impl Results {
                 let row = self.rows.iter().find(|r| {
                     &r.target == t && r.workload.split('/').next() == Some(run) && r.repeat == 0
                 });
-                // The tracepoint strategy infers copy-ups from ext4's inode
-                // tracepoints: an xfs upper is not traced yet.
-                if row.is_some_and(|r| r.driver == "overlay2" && r.filesystem == "xfs") {
-                    let _ = write!(md, " not traced (xfs upper) |");
-                    continue;
-                }
                 match row.and_then(|r| r.probes.as_ref()) {
                     Some(c) => {
                         let _ = write!(
