@@ -331,3 +331,54 @@ fn round_trip_apply_export_apply_for_every_whiteout_format() {
         assert_eq!(snapshot(&a), snapshot(&b), "{format:?} round trip");
     }
 }
+
+#[test]
+fn a_later_layer_replaces_what_is_in_the_way_and_keeps_existing_dirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path();
+    let mut first = RawTar::new();
+    first.file("file-becomes-dir", b"old");
+    first.dir("dir-becomes-file/");
+    first.file("dir-becomes-file/child", b"child");
+    first.symlink("link-becomes-file", "/etc/passwd");
+    first.dir("kept/");
+    first.file("kept/old", b"old");
+    first.file("rewritten", b"first version, longer");
+    apply(&first.finish(), dest, WhiteoutFormat::Naive);
+
+    let mut second = RawTar::new();
+    second.dir("file-becomes-dir/");
+    second.file("file-becomes-dir/inside", b"new");
+    second.file("dir-becomes-file", b"now a file");
+    second.file("link-becomes-file", b"not a link");
+    let mut kept = Spec::new("kept/", EntryType::Directory);
+    kept.mode = 0o711;
+    second.entry(&kept, b"");
+    second.file_mode("rewritten", 0o640, b"second");
+    apply(&second.finish(), dest, WhiteoutFormat::Naive);
+
+    assert!(lstat(&dest.join("file-becomes-dir")).is_dir());
+    assert_eq!(
+        std::fs::read(dest.join("file-becomes-dir/inside")).unwrap(),
+        b"new"
+    );
+    assert!(lstat(&dest.join("dir-becomes-file")).is_file());
+    assert_eq!(
+        std::fs::read(dest.join("dir-becomes-file")).unwrap(),
+        b"now a file"
+    );
+    assert!(lstat(&dest.join("link-becomes-file")).is_file());
+    assert_eq!(
+        std::fs::read(dest.join("link-becomes-file")).unwrap(),
+        b"not a link"
+    );
+    // An existing dir stays (its children too) and takes the new mode.
+    assert_eq!(std::fs::read(dest.join("kept/old")).unwrap(), b"old");
+    assert_eq!(
+        lstat(&dest.join("kept")).permissions().mode() & 0o7777,
+        0o711
+    );
+    let rewritten = lstat(&dest.join("rewritten"));
+    assert_eq!(std::fs::read(dest.join("rewritten")).unwrap(), b"second");
+    assert_eq!(rewritten.permissions().mode() & 0o7777, 0o640);
+}

@@ -524,23 +524,26 @@ impl Applier<'_> {
     ) -> Result<(), ArchiveError> {
         let io_err = |op| move |e: io::Error| ArchiveError::entry(shown, op, e);
         let nix_err = |op| move |e: Errno| ArchiveError::entry(shown, op, e.into());
-        let existing = root::lstat_at(parent, base).map_err(io_err("lstat"))?;
         let is_dir_entry = matches!(info.kind, Kind::Dir);
-        if let Some(st) = existing {
-            if !(is_dir_entry && root::file_type(&st) == SFlag::S_IFDIR) {
-                root::remove_all_at(parent, base).map_err(io_err("replacing existing path"))?;
-            }
-        }
         let initial = Mode::from_bits_truncate(0o600);
-        match info.kind {
-            Kind::Dir => {
-                if existing.is_none_or(|st| root::file_type(&st) != SFlag::S_IFDIR) {
-                    nix::sys::stat::mkdirat(parent, base, Mode::from_bits_truncate(0o700))
-                        .map_err(nix_err("mkdir"))?;
+        // Made first, looked at only when the name is taken: a fresh layer
+        // has nothing in the way, and an lstat per entry is a path walk.
+        let mut replaced = false;
+        let file = loop {
+            let made: Result<Option<File>, ArchiveError> = match info.kind {
+                Kind::Dir => {
+                    match nix::sys::stat::mkdirat(parent, base, Mode::from_bits_truncate(0o700)) {
+                        Err(Errno::EEXIST)
+                            if root::lstat_at(parent, base)
+                                .map_err(io_err("lstat"))?
+                                .is_some_and(|st| root::file_type(&st) == SFlag::S_IFDIR) =>
+                        {
+                            Ok(None) // an existing dir is kept, as moby does
+                        }
+                        made => made.map(|()| None).map_err(nix_err("mkdir")),
+                    }
                 }
-            }
-            Kind::File { sparse } => {
-                let fd = openat(
+                Kind::File { sparse } => openat(
                     parent,
                     base,
                     OFlag::O_WRONLY
@@ -550,51 +553,69 @@ impl Applier<'_> {
                         | OFlag::O_CLOEXEC,
                     initial,
                 )
-                .map_err(nix_err("creating file"))?;
-                let file = File::from(fd);
-                self.write_content(&file, content, sparse, shown)?;
-            }
-            Kind::Symlink => {
-                if !entry_name::symlink_target_inside(name, &info.link) {
-                    return Err(ArchiveError::refused(
-                        shown,
-                        Problem::SymlinkEscapes(entry_name::display(&info.link)),
-                    ));
+                .map_err(nix_err("creating file"))
+                .and_then(|fd| {
+                    let file = File::from(fd);
+                    self.write_content(&file, content, sparse, shown)?;
+                    Ok(Some(file))
+                }),
+                Kind::Symlink => {
+                    if !entry_name::symlink_target_inside(name, &info.link) {
+                        return Err(ArchiveError::refused(
+                            shown,
+                            Problem::SymlinkEscapes(entry_name::display(&info.link)),
+                        ));
+                    }
+                    symlinkat(OsStr::from_bytes(&info.link), parent, base)
+                        .map(|()| None)
+                        .map_err(nix_err("creating symlink"))
                 }
-                symlinkat(OsStr::from_bytes(&info.link), parent, base)
-                    .map_err(nix_err("creating symlink"))?;
-            }
-            Kind::Hardlink => {
-                let target = entry_name::hardlink_target(&info.link)
-                    .map_err(|p| ArchiveError::refused(shown, p))?;
-                let missing = || {
-                    ArchiveError::refused(
-                        shown,
-                        Problem::HardlinkMissing(entry_name::display(&info.link)),
-                    )
-                };
-                let (tparent, tbase) = root::split(&target);
-                let tdir = match self.root.open_dir(tparent, false) {
-                    Ok(fd) => fd,
-                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Err(missing()),
-                    Err(e) => return Err(io_err("opening hardlink target directory")(e)),
-                };
-                match linkat(&tdir, tbase, parent, base, AtFlags::empty()) {
-                    Ok(()) => {}
-                    Err(Errno::ENOENT) => return Err(missing()),
-                    Err(e) => return Err(nix_err("creating hardlink")(e)),
+                Kind::Hardlink => {
+                    let target = entry_name::hardlink_target(&info.link)
+                        .map_err(|p| ArchiveError::refused(shown, p))?;
+                    let missing = || {
+                        ArchiveError::refused(
+                            shown,
+                            Problem::HardlinkMissing(entry_name::display(&info.link)),
+                        )
+                    };
+                    let (tparent, tbase) = root::split(&target);
+                    let tdir = match self.root.open_dir(tparent, false) {
+                        Ok(fd) => fd,
+                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Err(missing()),
+                        Err(e) => return Err(io_err("opening hardlink target directory")(e)),
+                    };
+                    match linkat(&tdir, tbase, parent, base, AtFlags::empty()) {
+                        Ok(()) => Ok(None),
+                        Err(Errno::ENOENT) => return Err(missing()),
+                        Err(e) => Err(nix_err("creating hardlink")(e)),
+                    }
                 }
+                Kind::Char | Kind::Block | Kind::Fifo => {
+                    let (kind, dev) = match info.kind {
+                        Kind::Char => (SFlag::S_IFCHR, makedev(info.dev_major, info.dev_minor)),
+                        Kind::Block => (SFlag::S_IFBLK, makedev(info.dev_major, info.dev_minor)),
+                        _ => (SFlag::S_IFIFO, 0),
+                    };
+                    mknodat(parent, base, kind, initial, dev)
+                        .map(|()| None)
+                        .map_err(nix_err("mknod"))
+                }
+                Kind::Ignored | Kind::Unsupported(_) => return Ok(()),
+            };
+            match made {
+                Ok(file) => break file,
+                // The name is taken by something this entry replaces:
+                // remove it (a whole tree, for a dir) and make it again.
+                Err(ArchiveError::Entry { ref source, .. })
+                    if !replaced && source.raw_os_error() == Some(libc::EEXIST) =>
+                {
+                    root::remove_all_at(parent, base).map_err(io_err("replacing existing path"))?;
+                    replaced = true;
+                }
+                Err(e) => return Err(e),
             }
-            Kind::Char | Kind::Block | Kind::Fifo => {
-                let (kind, dev) = match info.kind {
-                    Kind::Char => (SFlag::S_IFCHR, makedev(info.dev_major, info.dev_minor)),
-                    Kind::Block => (SFlag::S_IFBLK, makedev(info.dev_major, info.dev_minor)),
-                    _ => (SFlag::S_IFIFO, 0),
-                };
-                mknodat(parent, base, kind, initial, dev).map_err(nix_err("mknod"))?;
-            }
-            Kind::Ignored | Kind::Unsupported(_) => return Ok(()),
-        }
+        };
 
         // A hardlink to a symlink is itself a symlink: no chmod, no follow.
         let is_symlink = match info.kind {
@@ -605,7 +626,22 @@ impl Applier<'_> {
             _ => false,
         };
         // Order as moby: chown (which clears setuid and capabilities), then
-        // xattrs, then the mode, then times.
+        // xattrs, then the mode, then times. A regular file is still open:
+        // its owner, mode and times go through the fd, with no path walk.
+        if let Some(file) = &file {
+            nix::unistd::fchown(
+                file,
+                Some(Uid::from_raw(info.uid)),
+                Some(Gid::from_raw(info.gid)),
+            )
+            .map_err(nix_err("chown"))?;
+            self.set_xattrs(parent, base, info, shown)?;
+            nix::sys::stat::fchmod(file, Mode::from_bits_truncate(info.mode))
+                .map_err(nix_err("chmod"))?;
+            nix::sys::stat::futimens(file, &info.atime, &info.mtime)
+                .map_err(nix_err("setting times"))?;
+            return Ok(());
+        }
         self.chown(parent, base, info).map_err(io_err("chown"))?;
         self.set_xattrs(parent, base, info, shown)?;
         if !is_symlink {
