@@ -28,6 +28,9 @@ use super::tar_split::{CRC64, TarSplitWriter};
 const QUEUE: usize = 16;
 /// Stream bytes gathered before a batch goes to the worker.
 const BATCH_BYTES: usize = 256 * 1024;
+/// Reads join the previous job only while it stays this small: large
+/// reads (file content, 128 KiB at a time) go as they are, uncopied.
+const MERGE_BELOW: usize = 16 * 1024;
 /// Jobs gathered before a batch goes, whatever their size.
 const BATCH_JOBS: usize = 1024;
 
@@ -213,6 +216,7 @@ impl<'scope> Recorder<'scope> {
             content: same,
         }) = self.batch.last_mut()
             && *same == content
+            && data.len() + bytes.len() <= MERGE_BELOW
         {
             data.extend_from_slice(bytes);
             self.batch_bytes += bytes.len();
