@@ -210,6 +210,7 @@ fn counts_are_exact_per_container(kind: FsKind, missing: Option<&str>) {
 
 #[test]
 fn copy_up_whiteout_and_opaque_counts_are_exact_per_container() {
+    let _serial = common::serial();
     testkit::require_root!();
     if !bpf_built() {
         return;
@@ -219,6 +220,7 @@ fn copy_up_whiteout_and_opaque_counts_are_exact_per_container() {
 
 #[test]
 fn counts_are_exact_with_the_classic_fallbacks_of_the_tp_btf_ext4_programs() {
+    let _serial = common::serial();
     testkit::require_root!();
     if !bpf_built() {
         return;
@@ -228,6 +230,7 @@ fn counts_are_exact_with_the_classic_fallbacks_of_the_tp_btf_ext4_programs() {
 
 #[test]
 fn counts_are_exact_per_container_with_the_upper_on_reflink_xfs() {
+    let _serial = common::serial();
     testkit::require_root!();
     if !bpf_built() {
         return;
@@ -237,6 +240,7 @@ fn counts_are_exact_per_container_with_the_upper_on_reflink_xfs() {
 
 #[test]
 fn counts_are_exact_per_container_with_the_upper_on_xfs_without_reflink() {
+    let _serial = common::serial();
     testkit::require_root!();
     if !bpf_built() {
         return;
@@ -253,6 +257,7 @@ fn xattr_present(path: &Path, name: &str) -> bool {
 
 #[test]
 fn tracer_survives_unmount_and_sees_later_mounts() {
+    let _serial = common::serial();
     testkit::require_root!();
     if !bpf_built() {
         return;
@@ -299,6 +304,7 @@ fn tracer_survives_unmount_and_sees_later_mounts() {
 
 #[test]
 fn a_missing_tracepoint_degrades_with_one_line() {
+    let _serial = common::serial();
     testkit::require_root!();
     if !bpf_built() {
         return;
@@ -334,6 +340,7 @@ const CHILD_ENV: &str = "LAYERSCOPE_TEST_NOT_ROOT_CHILD";
 
 #[test]
 fn not_root_is_one_clear_error() {
+    let _serial = common::serial();
     if std::env::var_os(CHILD_ENV).is_some() {
         // The child, running as nobody.
         let err = OverlayTracer::start(TracerOptions::default()).expect_err("not root");
@@ -363,6 +370,7 @@ fn not_root_is_one_clear_error() {
 
 #[test]
 fn an_overlay_used_right_after_its_mount_is_counted_exactly() {
+    let _serial = common::serial();
     testkit::require_root!();
     if !bpf_built() {
         return;
@@ -428,6 +436,7 @@ fn renames_are_classified_on(kind: FsKind, missing: Option<&str>) {
 
 #[test]
 fn renames_creates_over_whiteouts_and_metacopy_data_are_classified() {
+    let _serial = common::serial();
     testkit::require_root!();
     if !bpf_built() {
         return;
@@ -437,6 +446,7 @@ fn renames_creates_over_whiteouts_and_metacopy_data_are_classified() {
 
 #[test]
 fn renames_are_classified_with_the_classic_fallbacks_of_the_tp_btf_ext4_programs() {
+    let _serial = common::serial();
     testkit::require_root!();
     if !bpf_built() {
         return;
@@ -446,6 +456,7 @@ fn renames_are_classified_with_the_classic_fallbacks_of_the_tp_btf_ext4_programs
 
 #[test]
 fn renames_creates_over_whiteouts_and_metacopy_data_are_classified_on_xfs() {
+    let _serial = common::serial();
     testkit::require_root!();
     if !bpf_built() {
         return;
@@ -457,6 +468,7 @@ fn renames_creates_over_whiteouts_and_metacopy_data_are_classified_on_xfs() {
 /// upper is on reflink xfs: every copy-up counted, with its bytes.
 #[test]
 fn an_append_storm_on_xfs_counts_every_copy_up() {
+    let _serial = common::serial();
     testkit::require_root!();
     if !bpf_built() {
         return;

@@ -160,6 +160,7 @@ fn assert_refused(strategy: Strategy, doctor: &str) {
 
 #[test]
 fn the_ladder_reports_each_rung_passed_over_with_the_kernels_reason() {
+    let _serial = common::serial();
     testkit::require_root!();
     if !bpf_built() {
         return;
@@ -211,6 +212,7 @@ fn the_ladder_reports_each_rung_passed_over_with_the_kernels_reason() {
 
 #[test]
 fn kprobe_rung_counts_the_accuracy_workload_exactly() {
+    let _serial = common::serial();
     testkit::require_root!();
     if !bpf_built() {
         return;
@@ -226,6 +228,7 @@ fn kprobe_rung_counts_the_accuracy_workload_exactly() {
 
 #[test]
 fn fentry_rung_counts_the_accuracy_workload_exactly() {
+    let _serial = common::serial();
     testkit::require_root!();
     if !bpf_built() {
         return;
@@ -245,6 +248,7 @@ fn fentry_rung_counts_the_accuracy_workload_exactly() {
 /// `degraded:` line.
 #[test]
 fn tracepoint_rung_counts_the_accuracy_workload_exactly() {
+    let _serial = common::serial();
     testkit::require_root!();
     if !bpf_built() {
         return;
@@ -254,6 +258,7 @@ fn tracepoint_rung_counts_the_accuracy_workload_exactly() {
 
 #[test]
 fn tracepoint_rung_classifies_renames_and_creates_over_whiteouts() {
+    let _serial = common::serial();
     testkit::require_root!();
     if !bpf_built() {
         return;
@@ -286,6 +291,7 @@ fn renames_under(strategy: Strategy) {
 
 #[test]
 fn kprobe_and_fentry_rungs_classify_renames_and_creates_over_whiteouts() {
+    let _serial = common::serial();
     testkit::require_root!();
     if !bpf_built() {
         return;

@@ -310,3 +310,12 @@ pub mod workload {
         (counts, bytes, blocked_ns)
     }
 }
+
+/// Held by every test that starts a tracer: the tracer follows every
+/// overlay on the host, so two such tests of one binary running at once
+/// (cargo runs a binary's tests in parallel) would count each other's
+/// events, and the same container ids, twice.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
