@@ -259,7 +259,10 @@ impl Stack {
                         driver.remove(id).map_err(|e| self.setup_error(e))?;
                     }
                 }
-                Ok(())
+                // What the driver holds beyond its layers goes too:
+                // devicemapper's pool and its loop devices, which would
+                // keep the target's filesystem busy.
+                driver.cleanup().map_err(|e| self.setup_error(e))
             }
         }
     }

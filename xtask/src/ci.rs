@@ -59,17 +59,19 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     })?;
 
     // What this host's kernel lacks (dm-thin-pool) runs in a guest kernel:
-    // the devicemapper tests and the conformance scenario with its
-    // devicemapper case (against overlay2-ext4: the guest has no FUSE), in
-    // one boot. The rest of the conformance binary runs on the host above.
+    // the devicemapper tests, the conformance scenario with its
+    // devicemapper case (against overlay2-ext4: the guest has no FUSE) and
+    // the benchmark's devicemapper column, in one boot. The rest of the
+    // conformance binary runs on the host above.
     step("vm-test", &mut || {
         vm_test_retrying_once("devmapper conformance", &|| crate::vm_test::Args {
             filters: vec![
                 "devmapper".into(),
                 "every_driver_gives_the_same_results".into(),
+                "devicemapper_is_benchmarked_beside_native".into(),
             ],
             env: vec!["LAYERSCOPE_CONFORMANCE_CASES=devicemapper,overlay2-ext4".into()],
-            packages: vec!["storage-core".into()],
+            packages: vec!["storage-core".into(), "bench-harness".into()],
             timeout: 1200,
             memory: 2048,
             scratch_gib: 16,
