@@ -242,6 +242,13 @@ impl Results {
         self.page_cache_lines(&mut md, &targets);
         for u in &self.unavailable {
             let _ = writeln!(md, "- **{}** unavailable: {}", u.target, u.why);
+            if u.target == "devicemapper" {
+                let _ = writeln!(
+                    md,
+                    "  (measured in a guest kernel that has dm-thin: `cargo xtask vm-test \
+                     devicemapper_is_benchmarked_beside_native -p bench-harness`)"
+                );
+            }
         }
         for s in &self.skipped {
             let _ = writeln!(
