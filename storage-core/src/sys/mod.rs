@@ -9,4 +9,5 @@ pub mod loopdev;
 pub mod mount;
 pub mod openat;
 pub mod reflink;
+pub mod trim;
 pub mod xattr;
