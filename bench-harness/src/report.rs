@@ -392,8 +392,9 @@ impl Results {
         let _ = writeln!(
             md,
             "Page cache grown by `{}` (containers x file size) from a cold cache. \
-             Targets sit on loop devices, so each page is also cached once in the \
-             backing file: compare targets with each other and with native.\n",
+             Targets sit on direct-I/O loop devices, so a page is cached once, as \
+             on a real disk: a driver that shares the lower file grows the cache \
+             by one file, one that copies it by one file per container.\n",
             first.workload
         );
         for t in targets {

@@ -111,9 +111,10 @@ impl Target {
     }
 
     /// The target's filesystem, created fresh for this run in a new dir
-    /// under `parent`.
+    /// under `parent`, on a direct-I/O loop device (cached once, like a
+    /// filesystem on a real disk).
     pub fn filesystem(&self, parent: &Path, bytes: u64) -> Result<ScratchFs, BenchError> {
-        ScratchFs::new_in(parent, self.fs, bytes).map_err(|e| BenchError::Setup {
+        ScratchFs::new_direct_in(parent, self.fs, bytes).map_err(|e| BenchError::Setup {
             target: self.name.to_string(),
             what: e.to_string(),
         })

@@ -237,7 +237,7 @@ pub fn run(
     let mut images = ImageBuilder::new(&config.scratch_dir)?;
     for plan in plans {
         let daemon_target = target_name(plan.driver);
-        let fs = ScratchFs::new_in(
+        let fs = ScratchFs::new_direct_in(
             &config.scratch_dir,
             plan.fs,
             config.scale.filesystem_bytes(),
