@@ -10,9 +10,9 @@
 
 mod common;
 
-use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
-use common::bpf_built;
+use common::{bpf_built, workload};
 use ebpf_probes::{
     OverlayTracer, TracerOptions,
     attribution::Attribution,
@@ -59,19 +59,6 @@ fn mount_id(daemon: &DockerDaemon, container: &str) -> String {
         .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
         .trim()
         .to_owned()
-}
-
-fn counts(events: &[TraceEvent], container: &str) -> BTreeMap<(&'static str, &'static str), u64> {
-    let mut out = BTreeMap::new();
-    for ev in events.iter().filter(|e| e.container == container) {
-        let syscall = if ev.kind == "whiteout" {
-            ev.syscall
-        } else {
-            ""
-        };
-        *out.entry((ev.kind, syscall)).or_insert(0) += 1;
-    }
-    out
 }
 
 #[test]
@@ -173,7 +160,7 @@ fn events_belong_to_the_docker_container_that_made_them() {
     // Docker's overlay2 mounts without metacopy: every append is a data
     // copy-up of the whole file; /data and /data/dir are copied up as dirs
     // (`rm -r` whites out the inner file inside the dir, then the dir).
-    let want: BTreeMap<(&str, &str), u64> = [
+    let want: workload::Counts = [
         (("copy_up_data", ""), APPENDED.len() as u64),
         (("copy_up_dir", ""), 2),
         (("whiteout", "unlink"), DELETED.len() as u64 + 1),
@@ -183,16 +170,17 @@ fn events_belong_to_the_docker_container_that_made_them() {
     .into_iter()
     .collect();
     // Paths are as the process inside the container named them.
-    let want_bytes: BTreeMap<PathBuf, u64> = APPENDED
+    let want_bytes: BTreeMap<String, u64> = APPENDED
         .iter()
         .map(|path| {
             let size = DATA.iter().find(|(p, _)| p == path).expect("data").1;
-            (PathBuf::from("/").join(path), size as u64)
+            (format!("/{path}"), size as u64)
         })
         .collect();
     for (name, id, cache_id) in &ids {
-        assert_eq!(counts(&events, id), want, "{name}");
-        let mut bytes: BTreeMap<PathBuf, u64> = BTreeMap::new();
+        let (counts, bytes, _blocked_ns) = workload::seen(&events, id);
+        assert_eq!(counts, want, "{name}");
+        assert_eq!(bytes, want_bytes, "{name}: bytes copied up");
         for ev in events.iter().filter(|e| &e.container == id) {
             assert_eq!(ev.driver, "overlay2", "{name}: {ev:?}");
             assert_eq!(
@@ -209,11 +197,7 @@ fn events_belong_to_the_docker_container_that_made_them() {
                 "{name}: cgroup {} of {ev:?}",
                 cgroup.display()
             );
-            if ev.kind == "copy_up_data" {
-                bytes.insert(PathBuf::from(&ev.path), ev.bytes);
-            }
         }
-        assert_eq!(bytes, want_bytes, "{name}: bytes copied up");
     }
     drop(tracer);
     daemon.cleanup().expect("stop dockerd");
