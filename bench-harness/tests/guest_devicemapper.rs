@@ -11,11 +11,11 @@
 use bench_harness::{BenchConfig, Scale, run_bench};
 
 fn dm_thin() -> Result<(), String> {
-    let features = storage_core::features::probe_storage();
-    match features.iter().find(|f| f.name == "dm-thin-pool") {
-        Some(f) if f.supported => Ok(()),
-        Some(f) => Err(f.detail.clone()),
-        None => Err("the doctor has no dm-thin-pool probe".into()),
+    let feature = storage_core::features::probe_dm_thin_pool();
+    if feature.supported {
+        Ok(())
+    } else {
+        Err(feature.detail)
     }
 }
 

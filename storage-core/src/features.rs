@@ -673,7 +673,9 @@ fn probe_aufs() -> Feature {
 
 // ---------------------------------------------------------------- device-mapper
 
-fn probe_dm_thin_pool() -> Feature {
+/// The dm-thin-pool probe alone, for callers that need only it (the
+/// devicemapper tests) and not every probe's mkfs and mounts.
+pub fn probe_dm_thin_pool() -> Feature {
     const NAME: &str = "dm-thin-pool";
     match dm_thin_pool() {
         Ok(detail) => Feature::yes(NAME).with_detail(detail),

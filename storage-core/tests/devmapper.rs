@@ -29,11 +29,11 @@ const GIB: u64 = 1 << 30;
 fn dm_thin() -> &'static Result<(), String> {
     static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
     PROBE.get_or_init(|| {
-        let features = storage_core::features::probe_storage();
-        match features.iter().find(|f| f.name == "dm-thin-pool") {
-            Some(f) if f.supported => Ok(()),
-            Some(f) => Err(f.detail.clone()),
-            None => Err("the doctor has no dm-thin-pool probe".into()),
+        let feature = storage_core::features::probe_dm_thin_pool();
+        if feature.supported {
+            Ok(())
+        } else {
+            Err(feature.detail)
         }
     })
 }
