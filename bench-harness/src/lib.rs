@@ -16,6 +16,7 @@
 pub mod baseline;
 pub mod docker;
 pub mod error;
+mod interleave;
 pub mod metrics;
 pub mod plots;
 pub mod probes;

@@ -38,6 +38,17 @@ impl ProbeCounters {
             events_lost: after.lost.saturating_sub(before.lost),
         }
     }
+
+    /// Adds the counters of another stretch of the same run (a later round).
+    pub fn add(&mut self, other: &ProbeCounters) {
+        self.copy_ups_data += other.copy_ups_data;
+        self.copy_ups_metadata += other.copy_ups_metadata;
+        self.copy_ups_dir += other.copy_ups_dir;
+        self.copy_up_bytes += other.copy_up_bytes;
+        self.whiteouts += other.whiteouts;
+        self.opaque_dirs += other.opaque_dirs;
+        self.events_lost += other.events_lost;
+    }
 }
 
 /// The tracer if it could start, or why not. While it runs, a thread

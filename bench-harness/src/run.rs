@@ -1,6 +1,8 @@
 //! One benchmark run: every target (each on a fresh loop-backed filesystem
 //! of the same size) times every workload, `repeat` times, and the results
-//! are compared to native measured in the same run.
+//! are compared to native measured in the same run. File workloads run on
+//! all targets at once, round by round (`interleave.rs`); driver-level
+//! ones one target after the other.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -10,10 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::Serialize;
 
 use crate::BenchError;
+use crate::interleave::{Lane, run_rounds};
 use crate::probes::{ProbeCounters, Probes};
 use crate::report::{ResultRow, Results, Unavailable};
 use crate::scale::Scale;
-use crate::stats::device_bytes_written;
 use crate::target::{Stack, Target};
 use crate::workloads::{self, sync_filesystem};
 
@@ -101,17 +103,25 @@ pub fn run_bench(
     } else {
         crate::docker::skipped_workloads(&workload_list)
     };
-    let steps = targets.len() * workload_list.len() * config.repeat.max(1)
+    // The timed passes run without the tracer: attached, its syscall and
+    // filesystem hooks add microseconds to every operation, more in some
+    // stretches than in others (native's 15 µs append measured 15 to 37 µs
+    // across repeats with it, 13 to 20 µs without). One more pass with the
+    // tracer attached counts the overlayfs work of every workload and
+    // target; its timings are dropped.
+    let timed_passes = config.repeat.max(1);
+    let passes = timed_passes + usize::from(!config.no_probes);
+    let steps = targets.len() * workload_list.len() * passes
         + crate::docker::steps(&docker_plans, &workload_list, config.repeat);
     let mut step = 0;
     let mut rows = Vec::new();
     let started = Instant::now();
 
-    let probes = if config.no_probes {
-        Probes::disabled("--no-probes")
+    let mut probes = Probes::disabled(if config.no_probes {
+        "--no-probes"
     } else {
-        Probes::start()
-    };
+        "the timed passes"
+    });
     let mut unavailable = Vec::new();
     // Every target's filesystem first, then the loops run repeat ->
     // workload -> target: each target's measurement sits next to native's
@@ -123,12 +133,24 @@ pub fn run_bench(
             target.filesystem(&config.scratch_dir, config.scale.filesystem_bytes())?,
         ));
     }
-    for repeat in 0..config.repeat.max(1) {
+    for repeat in 0..passes {
+        if repeat == timed_passes {
+            probes = Probes::start();
+        }
         for workload in &workload_list {
-            for (target, slot) in targets.iter().zip(filesystems.iter_mut()) {
+            let workload = workload.as_ref();
+            if repeat == timed_passes && workload.driver_level() {
+                step += targets.len(); // nothing for the tracer to count
+                continue;
+            }
+            // Stacks first (a target the kernel cannot run is listed with
+            // its reason and dropped from the run).
+            let label = format!("{}-{repeat}", workload.name());
+            let mut stacks = Vec::new();
+            for (index, target) in targets.iter().enumerate() {
                 check_interrupted()?;
                 step += 1;
-                let Some(fs) = slot.as_ref() else {
+                let Some(fs) = filesystems[index].as_ref() else {
                     continue; // unavailable, said once
                 };
                 progress(&Progress {
@@ -138,69 +160,45 @@ pub fn run_bench(
                     workload: workload.name().to_string(),
                     repeat,
                 });
-                let wl_error = |source: std::io::Error| BenchError::Workload {
-                    workload: workload.name().to_string(),
-                    target: target.name.to_string(),
-                    source,
-                };
-                let label = format!("{}-{repeat}", workload.name());
-                let mut stack = match Stack::new(*target, fs, &label) {
-                    Ok(stack) => stack,
+                match Stack::new(*target, fs, &label) {
+                    Ok(stack) => stacks.push((index, stack)),
                     Err(BenchError::Unavailable { target: name, why }) => {
-                        // Listed with its reason; the run goes on without it.
                         unavailable.push(Unavailable { target: name, why });
-                        if let Some(fs) = slot.take() {
+                        if let Some(fs) = filesystems[index].take() {
                             cleanup_filesystem(target, fs)?;
                         }
-                        continue;
                     }
                     Err(e) => return Err(e),
-                };
-                if workload.driver_level()
-                    && let Some((driver, base)) = stack.driver()
-                {
-                    // Layers and containers, not only files.
-                    let outcomes = workload
-                        .run_on_driver(driver, base, config.scale)
-                        .map_err(wl_error)?;
-                    rows.extend(outcomes.into_iter().map(|outcome| {
-                        row_of(&RowTarget::of(target), outcome, repeat, None, None)
-                    }));
-                    stack.finish()?;
-                    give_back_space(fs);
-                    continue;
-                }
-                let image = stack.image_root()?;
-                workload.populate(&image, config.scale).map_err(wl_error)?;
-                // Synced after the container layer exists: vfs, btrfs and
-                // aufs copy or snapshot at create time, which is not the
-                // workload's writing (stack-depth measures creation), and
-                // docker mode counts from `docker start` the same way.
-                let root = stack.container_root()?;
-                sync_filesystem(fs.path()).map_err(wl_error)?;
-                let written_before = fs.device().and_then(device_bytes_written);
-                let probes_before = probes.totals();
-                let outcomes = workload.run(&root, config.scale).map_err(wl_error)?;
-                sync_filesystem(fs.path()).map_err(wl_error)?;
-                let written_after = fs.device().and_then(device_bytes_written);
-                let probe_counters = probes_before
-                    .zip(probes.totals())
-                    .map(|(before, after)| ProbeCounters::between(&before, &after));
-                let device_bytes = written_before
-                    .zip(written_after)
-                    .map(|(before, after)| after.saturating_sub(before));
-                stack.finish()?;
-                give_back_space(fs);
-                for outcome in outcomes {
-                    rows.push(row_of(
-                        &RowTarget::of(target),
-                        outcome,
-                        repeat,
-                        device_bytes,
-                        probe_counters.clone(),
-                    ));
                 }
             }
+            if workload.driver_level() {
+                // Layers and containers, not only files: one target at a
+                // time, each on its own driver.
+                for (index, stack) in stacks {
+                    let fs = filesystems[index].as_ref().expect("kept above");
+                    rows.extend(run_driver_level(
+                        &targets[index],
+                        fs,
+                        stack,
+                        workload,
+                        config.scale,
+                        repeat,
+                    )?);
+                }
+                continue;
+            }
+            let mut lanes = Vec::with_capacity(stacks.len());
+            for (index, stack) in stacks {
+                let fs = filesystems[index].as_ref().expect("kept above");
+                lanes.push(Lane::set_up(
+                    &targets[index],
+                    fs,
+                    stack,
+                    workload,
+                    config.scale,
+                )?);
+            }
+            rows.extend(run_rounds(lanes, workload, config.scale, repeat, &probes)?);
         }
     }
     for (target, fs) in targets.iter().zip(filesystems) {
@@ -208,6 +206,7 @@ pub fn run_bench(
             cleanup_filesystem(target, fs)?;
         }
     }
+    let mut rows = with_counted_probes(rows, timed_passes);
     let mut docker = crate::docker::DockerOutcome::default();
     if !docker_plans.is_empty() {
         docker = crate::docker::run(
@@ -232,14 +231,84 @@ pub fn run_bench(
     Ok(results)
 }
 
+/// The rows of the timed passes (`repeat < timed_passes`), each given the
+/// probe counters of the counting pass (`repeat == timed_passes`) for the
+/// same workload and target.
+fn with_counted_probes(rows: Vec<ResultRow>, timed_passes: usize) -> Vec<ResultRow> {
+    let (counted, mut timed): (Vec<_>, Vec<_>) =
+        rows.into_iter().partition(|row| row.repeat >= timed_passes);
+    for row in &mut timed {
+        row.probes = counted
+            .iter()
+            .find(|c| c.workload == row.workload && c.target == row.target)
+            .and_then(|c| c.probes.clone());
+    }
+    timed
+}
+
 /// Every target's filesystem lives for the whole run; what a workload
 /// wrote and removed would otherwise stay allocated in its loop file, and
 /// nine targets at full scale would need the sum of their peaks on the
 /// host's disk. FITRIM punches the freed blocks out of the loop file
 /// (outside any timing). A filesystem that cannot trim keeps its blocks.
-fn give_back_space(fs: &testkit::ScratchFs) {
+pub(crate) fn give_back_space(fs: &testkit::ScratchFs) {
+    if fs.fs_kind() == testkit::FsKind::Btrfs {
+        // A deleted subvolume's blocks are freed later by btrfs's cleaner
+        // thread; without waiting, a few repeats of a workload fill the
+        // filesystem with snapshots still being deleted (ENOSPC).
+        wait_for_btrfs_cleaner(fs.path());
+    }
     if let Err(e) = storage_core::sys::trim::trim(fs.path()) {
         tracing::debug!("trim {}: {e}", fs.path().display());
+    }
+}
+
+/// A driver-level workload (stack depth, page-cache sharing) on one
+/// target; native, which has no driver, runs the file part of it.
+fn run_driver_level(
+    target: &Target,
+    fs: &testkit::ScratchFs,
+    mut stack: Stack,
+    workload: &dyn workloads::Workload,
+    scale: crate::scale::Scale,
+    repeat: usize,
+) -> Result<Vec<ResultRow>, BenchError> {
+    let wl_error = |source: std::io::Error| BenchError::Workload {
+        workload: workload.name().to_string(),
+        target: target.name.to_string(),
+        source,
+    };
+    let outcomes = match stack.driver() {
+        Some((driver, base)) => workload.run_on_driver(driver, base, scale),
+        None => {
+            workload
+                .populate(&stack.image_root()?, scale)
+                .map_err(wl_error)?;
+            let root = stack.container_root()?;
+            sync_filesystem(fs.path()).map_err(wl_error)?;
+            workload.run(&root, scale, workloads::Round::WHOLE)
+        }
+    }
+    .map_err(wl_error)?;
+    stack.finish()?;
+    give_back_space(fs);
+    Ok(outcomes
+        .into_iter()
+        .map(|outcome| row_of(&RowTarget::of(target), outcome, repeat, None, None))
+        .collect())
+}
+
+/// `btrfs subvolume sync`: returns once every deleted subvolume of the
+/// filesystem at `path` is gone (btrfs-progs, installed by `xtask deps`).
+fn wait_for_btrfs_cleaner(path: &std::path::Path) {
+    match std::process::Command::new("btrfs")
+        .args(["subvolume", "sync"])
+        .arg(path)
+        .stdout(std::process::Stdio::null())
+        .status()
+    {
+        Ok(status) if status.success() => {}
+        outcome => tracing::debug!("btrfs subvolume sync {}: {outcome:?}", path.display()),
     }
 }
 
@@ -258,7 +327,7 @@ pub(crate) struct RowTarget {
 }
 
 impl RowTarget {
-    fn of(target: &Target) -> Self {
+    pub(crate) fn of(target: &Target) -> Self {
         Self {
             name: target.name.to_string(),
             driver: target.driver_name().to_string(),

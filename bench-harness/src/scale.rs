@@ -60,6 +60,16 @@ impl Scale {
         }
     }
 
+    /// Rounds each file workload is split into; the bench runs a round on
+    /// every target before the next (see `workloads::Round`). As many as
+    /// the copy-up workload has small files, so each round copies one up.
+    pub fn rounds(self) -> usize {
+        match self {
+            Scale::Tiny => 4,
+            Scale::Small | Scale::Full => 32,
+        }
+    }
+
     /// Small lower files of the append storm, create/delete and chmod workloads.
     pub fn small_files(self) -> usize {
         match self {

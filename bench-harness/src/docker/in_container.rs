@@ -122,7 +122,7 @@ pub fn main(args: &[String]) -> Result<String, String> {
         ));
     }
     let outcomes = workload
-        .run(&args.root, args.scale)
+        .run(&args.root, args.scale, workloads::Round::WHOLE)
         .map_err(|e| format!("workload {} on {}: {e}", args.workload, args.root.display()))?;
     let report = ContainerReport {
         format: REPORT_FORMAT,

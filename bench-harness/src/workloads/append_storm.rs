@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::time::Instant;
 
-use super::{Outcome, Workload, write_file};
+use super::{Outcome, Round, Workload, write_file};
 use crate::scale::Scale;
 use crate::stats::Latencies;
 
@@ -34,16 +34,18 @@ impl Workload for AppendStorm {
         Ok(())
     }
 
-    fn run(&self, root: &Path, scale: Scale) -> io::Result<Vec<Outcome>> {
-        let files = scale.small_files();
+    fn run(&self, root: &Path, scale: Scale, round: Round) -> io::Result<Vec<Outcome>> {
+        let share = round.share(scale.small_files());
+        let files = share.len();
         let writers = scale.writers();
         let started = Instant::now();
         let per_writer: Vec<io::Result<Latencies>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..writers)
                 .map(|writer| {
+                    let mine = share.clone().skip(writer).step_by(writers);
                     scope.spawn(move || {
                         let mut latencies = Latencies::default();
-                        for index in (writer..files).step_by(writers) {
+                        for index in mine {
                             let begun = Instant::now();
                             let mut file =
                                 OpenOptions::new().append(true).open(path_of(root, index))?;

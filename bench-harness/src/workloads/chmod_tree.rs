@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Instant;
 
-use super::{Outcome, Workload, write_file};
+use super::{Outcome, Round, Workload, write_file};
 use crate::scale::Scale;
 use crate::stats::Latencies;
 
@@ -30,10 +30,10 @@ impl Workload for ChmodTree {
         Ok(())
     }
 
-    fn run(&self, root: &Path, scale: Scale) -> io::Result<Vec<Outcome>> {
+    fn run(&self, root: &Path, scale: Scale, round: Round) -> io::Result<Vec<Outcome>> {
         let mut latencies = Latencies::default();
         let started = Instant::now();
-        for index in 0..scale.small_files() / 4 {
+        for index in round.share(scale.small_files() / 4) {
             let begun = Instant::now();
             std::fs::set_permissions(
                 root.join(format!("tree/f{index}")),

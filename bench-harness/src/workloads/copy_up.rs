@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::time::Instant;
 
-use super::{Outcome, Workload, human_size, write_file};
+use super::{Outcome, Round, Workload, human_size, write_file};
 use crate::scale::Scale;
 use crate::stats::Latencies;
 
@@ -31,27 +31,34 @@ impl Workload for CopyUp {
         Ok(())
     }
 
-    fn run(&self, root: &Path, scale: Scale) -> io::Result<Vec<Outcome>> {
-        let mut outcomes = Vec::new();
-        for &size in scale.copy_up_sizes() {
-            let mut latencies = Latencies::default();
-            let started = Instant::now();
-            for index in 0..scale.copy_up_files(size) {
-                let path = root.join(name_of(size, index));
-                let begun = Instant::now();
-                let mut file = OpenOptions::new().append(true).open(&path)?;
-                file.write_all(b"x")?;
-                drop(file);
-                latencies.record(begun.elapsed());
-            }
-            outcomes.push(Outcome {
-                label: format!("copy-up/{}", human_size(size)),
-                latencies,
-                bytes: scale.copy_up_files(size) as u64,
-                elapsed: started.elapsed(),
-                page_cache_bytes: None,
-            });
-        }
-        Ok(outcomes)
+    fn run(&self, root: &Path, scale: Scale, round: Round) -> io::Result<Vec<Outcome>> {
+        scale
+            .copy_up_sizes()
+            .iter()
+            .map(|&size| copy_up_files(root, scale, size, round))
+            .collect()
     }
+}
+
+/// Appends to `round`'s share of the lower files of `size` and times each.
+fn copy_up_files(root: &Path, scale: Scale, size: u64, round: Round) -> io::Result<Outcome> {
+    let mut latencies = Latencies::default();
+    let share = round.share(scale.copy_up_files(size));
+    let files = share.len() as u64;
+    let started = Instant::now();
+    for index in share {
+        let path = root.join(name_of(size, index));
+        let begun = Instant::now();
+        let mut file = OpenOptions::new().append(true).open(&path)?;
+        file.write_all(b"x")?;
+        drop(file);
+        latencies.record(begun.elapsed());
+    }
+    Ok(Outcome {
+        label: format!("copy-up/{}", human_size(size)),
+        latencies,
+        bytes: files,
+        elapsed: started.elapsed(),
+        page_cache_bytes: None,
+    })
 }

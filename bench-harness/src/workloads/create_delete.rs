@@ -6,7 +6,7 @@ use std::io;
 use std::path::Path;
 use std::time::Instant;
 
-use super::{Outcome, Workload, write_file};
+use super::{Outcome, Round, Workload, write_file};
 use crate::scale::Scale;
 use crate::stats::Latencies;
 
@@ -27,11 +27,13 @@ impl Workload for CreateDelete {
         Ok(())
     }
 
-    fn run(&self, root: &Path, scale: Scale) -> io::Result<Vec<Outcome>> {
+    fn run(&self, root: &Path, scale: Scale, round: Round) -> io::Result<Vec<Outcome>> {
         let mut deletes = Latencies::default();
         let mut creates = Latencies::default();
+        let share = round.share(scale.small_files());
+        let files = share.len() as u64;
         let started = Instant::now();
-        for index in 0..scale.small_files() {
+        for index in share {
             let begun = Instant::now();
             std::fs::remove_file(root.join(format!("churn/old{index}")))?;
             deletes.record(begun.elapsed());
@@ -40,7 +42,6 @@ impl Workload for CreateDelete {
             creates.record(begun.elapsed());
         }
         let elapsed = started.elapsed();
-        let files = scale.small_files() as u64;
         Ok(vec![
             Outcome {
                 label: "create-delete/delete".into(),

@@ -1,6 +1,7 @@
 //! The write-heavy workloads, one module each. A workload fills the image
 //! layer ([`Workload::populate`]), then runs on the container's view and
-//! times each operation ([`Workload::run`]).
+//! times each operation ([`Workload::run`]), one [`Round`] of its
+//! operations at a time so the bench can interleave the targets.
 
 pub mod append_storm;
 pub mod chmod_tree;
@@ -12,6 +13,7 @@ pub mod stack_depth;
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
@@ -42,12 +44,52 @@ pub struct Outcome {
     pub page_cache_bytes: Option<u64>,
 }
 
+impl Outcome {
+    /// Adds a later round's outcome of the same label: its latencies,
+    /// bytes and time.
+    pub fn absorb(&mut self, later: Outcome) {
+        self.latencies.merge(&later.latencies);
+        self.bytes += later.bytes;
+        self.elapsed += later.elapsed;
+        if let Some(grown) = later.page_cache_bytes {
+            *self.page_cache_bytes.get_or_insert(0) += grown;
+        }
+    }
+}
+
+/// One share of a workload's operations. The bench runs round 0 on every
+/// target, then round 1 on every target, and so on: each target's samples
+/// are spread over the same stretch of time as native's, so a slow spell
+/// of the machine (on a shared VM, CPU speed moves by 30% for a few
+/// hundred milliseconds at a time) lands on both sides of a ratio instead
+/// of on whichever target ran during it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Round {
+    pub index: usize,
+    pub of: usize,
+}
+
+impl Round {
+    /// Every operation in one go (a single target, e.g. inside a container).
+    pub const WHOLE: Round = Round { index: 0, of: 1 };
+
+    /// The indices of `total` operations that belong to this round: an
+    /// even spread, so a few large operations (8 copy-ups of 64 MiB over
+    /// 32 rounds) fall in rounds far apart rather than in the first ones.
+    pub fn share(self, total: usize) -> Range<usize> {
+        let of = self.of.max(1);
+        self.index * total / of..(self.index + 1) * total / of
+    }
+}
+
 pub trait Workload: Send + Sync {
     fn name(&self) -> &'static str;
     /// Fills the image layer at `image`.
     fn populate(&self, image: &Path, scale: Scale) -> io::Result<()>;
-    /// Runs on the container view `root` and measures.
-    fn run(&self, root: &Path, scale: Scale) -> io::Result<Vec<Outcome>>;
+    /// Runs `round`'s share of the operations on the container view `root`
+    /// and measures them; the rounds of one root together do the workload
+    /// once.
+    fn run(&self, root: &Path, scale: Scale, round: Round) -> io::Result<Vec<Outcome>>;
 
     /// Whether the workload drives the storage driver itself (layers and
     /// containers) rather than files; such a workload has no native rows.
@@ -117,4 +159,29 @@ pub fn human_size(bytes: u64) -> String {
 pub fn sync_filesystem(path: &Path) -> io::Result<()> {
     let file = File::open(path)?;
     nix::unistd::syncfs(&file).map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_share_every_operation_once() {
+        for (total, of) in [(32, 32), (8, 32), (4096, 32), (5, 3), (0, 4)] {
+            let mut seen = Vec::new();
+            for index in 0..of {
+                seen.extend(Round { index, of }.share(total));
+            }
+            assert_eq!(seen, (0..total).collect::<Vec<_>>(), "{total} over {of}");
+        }
+        assert_eq!(Round::WHOLE.share(7), 0..7);
+    }
+
+    #[test]
+    fn few_operations_spread_over_many_rounds() {
+        let rounds_with_work: Vec<usize> = (0..32)
+            .filter(|&index| !Round { index, of: 32 }.share(8).is_empty())
+            .collect();
+        assert_eq!(rounds_with_work, vec![3, 7, 11, 15, 19, 23, 27, 31]);
+    }
 }

@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Instant;
 
-use super::{Outcome, Workload, write_file};
+use super::{Outcome, Round, Workload, write_file};
 use crate::scale::Scale;
 use crate::stats::Latencies;
 
@@ -16,6 +16,16 @@ pub struct OverwriteFsync;
 
 const BLOCK: u64 = 4096;
 const FILE: &str = "database.db";
+
+/// The block the `index`th write goes to: a fixed pseudo-random spread
+/// (splitmix64 of the index), so every target, and every round split,
+/// overwrites the same blocks.
+fn block_of(index: u64, blocks: u64) -> u64 {
+    let mut z = index.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) % blocks
+}
 
 impl Workload for OverwriteFsync {
     fn name(&self) -> &'static str {
@@ -26,8 +36,10 @@ impl Workload for OverwriteFsync {
         write_file(&image.join(FILE), scale.overwrite_file().0)
     }
 
-    fn run(&self, root: &Path, scale: Scale) -> io::Result<Vec<Outcome>> {
+    fn run(&self, root: &Path, scale: Scale, round: Round) -> io::Result<Vec<Outcome>> {
         let (size, writes) = scale.overwrite_file();
+        let share = round.share(writes);
+        let writes = share.len();
         let blocks = size / BLOCK;
         let page = [0x5Au8; BLOCK as usize];
         let mut latencies = Latencies::default();
@@ -36,13 +48,8 @@ impl Workload for OverwriteFsync {
             .read(true)
             .write(true)
             .open(root.join(FILE))?;
-        // A fixed seed: every target overwrites the same blocks.
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        for _ in 0..writes {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let offset = (state % blocks) * BLOCK;
+        for index in share {
+            let offset = block_of(index as u64, blocks) * BLOCK;
             let begun = Instant::now();
             file.write_all_at(&page, offset)?;
             file.sync_data()?;

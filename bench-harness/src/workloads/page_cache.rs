@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use storage_core::driver::{CreateOpts, Driver};
 
-use super::{Outcome, Workload, write_file};
+use super::{Outcome, Round, Workload, write_file};
 use crate::scale::Scale;
 use crate::stats::Latencies;
 
@@ -86,7 +86,8 @@ impl Workload for PageCacheSharing {
     }
 
     /// Native: the containers share one volume, so they read one file.
-    fn run(&self, root: &Path, scale: Scale) -> io::Result<Vec<Outcome>> {
+    /// One round: dropping the caches between rounds would undo sharing.
+    fn run(&self, root: &Path, scale: Scale, _round: Round) -> io::Result<Vec<Outcome>> {
         read_all(&vec![root.to_path_buf(); readers(scale)], scale)
     }
 

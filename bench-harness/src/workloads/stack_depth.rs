@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use storage_core::driver::{CreateOpts, Driver};
 
-use super::{Outcome, Workload};
+use super::{Outcome, Round, Workload};
 use crate::scale::Scale;
 use crate::stats::Latencies;
 
@@ -40,7 +40,7 @@ impl Workload for StackDepth {
         Ok(())
     }
 
-    fn run(&self, _root: &Path, _scale: Scale) -> io::Result<Vec<Outcome>> {
+    fn run(&self, _root: &Path, _scale: Scale, _round: Round) -> io::Result<Vec<Outcome>> {
         // Only meaningful with a driver (see run_on_driver).
         Ok(Vec::new())
     }
