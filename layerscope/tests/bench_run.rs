@@ -1,0 +1,179 @@
+//! `layerscope bench` on layerscope's own targets, end to end on real loop
+//! filesystems: file workloads run round by round on every target, the
+//! rows hold the timed repeats only, the probe counters come from the
+//! counting pass and belong to their own target (overlay2 copies up, vfs
+//! does not), and nothing is left behind, also after Ctrl-C.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+fn layerscope() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_layerscope"))
+}
+
+/// The tracer counts every overlay on the host: the two tests take turns,
+/// or one's copy-ups would land in the other's counters.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn row<'a>(results: &'a Value, workload: &str, target: &str, repeat: u64) -> &'a Value {
+    results["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["workload"] == workload && r["target"] == target && r["repeat"] == repeat)
+        .unwrap_or_else(|| panic!("no row {workload} {target} repeat {repeat}"))
+}
+
+#[test]
+fn every_target_runs_round_by_round_with_its_own_counters_and_cleans_up() {
+    testkit::require_root!();
+    let _turn = one_at_a_time();
+    let leaks = testkit::LeakCheck::start().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let output = layerscope()
+        .args([
+            "bench",
+            "--scale",
+            "tiny",
+            "--drivers",
+            "overlay2-ext4,vfs-ext4",
+            "--workloads",
+            "copy-up,create-delete",
+            "--repeat",
+            "2",
+            "--json",
+        ])
+        .arg("--scratch-dir")
+        .arg(leaks.dir())
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed: {stderr}");
+    let results: Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("results.json")).unwrap()).unwrap();
+
+    // Two timed repeats; the counting pass leaves no rows of its own.
+    let repeats: std::collections::BTreeSet<u64> = results["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["repeat"].as_u64().unwrap())
+        .collect();
+    assert_eq!(repeats.into_iter().collect::<Vec<_>>(), [0, 1]);
+
+    let tracer = results["probe_strategy"].as_str().unwrap();
+    for repeat in [0, 1] {
+        for target in ["native", "overlay2-ext4", "vfs-ext4"] {
+            // Every round's share adds up to the whole workload.
+            for size in ["4KiB", "64KiB", "1MiB"] {
+                let copy_up = row(&results, &format!("copy-up/{size}"), target, repeat);
+                assert_eq!(copy_up["ops"], 4, "{copy_up}");
+            }
+            let delete = row(&results, "create-delete/delete", target, repeat);
+            assert_eq!(delete["ops"], 512, "{delete}");
+            assert_eq!(delete["bytes_written"], 0, "{delete}");
+            let create = row(&results, "create-delete/create", target, repeat);
+            assert_eq!(create["bytes_written"], 512 * 4096, "{create}");
+        }
+        if tracer.starts_with("unavailable") {
+            eprintln!("skipping counter checks: tracer {tracer}");
+            continue;
+        }
+        // The counters are each target's own, though the targets ran
+        // interleaved: overlay2 copied the 12 files up (4 of each size)
+        // and whited out the 512 deletes; vfs, on the same kind of
+        // filesystem, did neither.
+        let overlay = row(&results, "copy-up/1MiB", "overlay2-ext4", repeat);
+        assert_eq!(overlay["probes"]["copy_ups_data"], 12, "{overlay}");
+        let copied = overlay["probes"]["copy_up_bytes"].as_u64().unwrap();
+        assert_eq!(copied, 4 * (4096 + 65536 + 1048576), "{overlay}");
+        let whiteouts = row(&results, "create-delete/delete", "overlay2-ext4", repeat);
+        assert_eq!(whiteouts["probes"]["whiteouts"], 512, "{whiteouts}");
+        let vfs = row(&results, "copy-up/1MiB", "vfs-ext4", repeat);
+        assert_eq!(vfs["probes"]["copy_ups_data"], 0, "{vfs}");
+        assert_eq!(vfs["probes"]["whiteouts"], 0, "{vfs}");
+    }
+    let ratio = results["ratios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["workload"] == "copy-up/1MiB" && r["target"] == "overlay2-ext4")
+        .expect("an overlay2 copy-up ratio");
+    assert!(ratio["p50_ratio"].as_f64().unwrap() > 2.0, "{ratio}");
+
+    let left: Vec<_> = std::fs::read_dir(leaks.dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "left in the scratch dir: {left:?}");
+    leaks.assert_clean();
+}
+
+#[test]
+fn ctrl_c_between_rounds_leaves_nothing_behind() {
+    testkit::require_root!();
+    let _turn = one_at_a_time();
+    let leaks = testkit::LeakCheck::start().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut child = layerscope()
+        .args([
+            "bench",
+            "--scale",
+            "tiny",
+            "--drivers",
+            "overlay2-ext4,btrfs",
+            "--workloads",
+            "append-storm,create-delete",
+            "--repeat",
+            "3",
+            "--json",
+        ])
+        .arg("--scratch-dir")
+        .arg(leaks.dir())
+        .arg("--out")
+        .arg(out.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once the second workload's stacks are being set up: the
+    // first one's rounds ran with every target mounted at once.
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.contains("\"workload\":\"create-delete\"") {
+            break;
+        }
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "an interrupted bench must fail; saw {seen:?} {rest:?}"
+    );
+    assert!(
+        rest.iter().any(|l| l.contains("interrupted")),
+        "no interrupted line in {rest:?}"
+    );
+    let left: Vec<_> = std::fs::read_dir(leaks.dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "left in the scratch dir: {left:?}");
+    leaks.assert_clean();
+}
