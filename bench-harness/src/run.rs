@@ -123,10 +123,10 @@ pub fn run_bench(
         "the timed passes"
     });
     let mut unavailable = Vec::new();
-    // Every target's filesystem first, then the loops run repeat ->
-    // workload -> target: each target's measurement sits next to native's
-    // in time, so a ratio compares like with like even when the machine's
-    // state (writeback, caches, other load) drifts during a long run.
+    // Every target's filesystem first, alive for the whole run; then per
+    // repeat and workload every target's stack, and the workload on all of
+    // them round by round (`interleave.rs`), so a target's measurement
+    // and native's come from the same stretch of time.
     let mut filesystems = Vec::with_capacity(targets.len());
     for target in &targets {
         filesystems.push(Some(
@@ -252,10 +252,11 @@ fn with_counted_probes(rows: Vec<ResultRow>, timed_passes: usize) -> Vec<ResultR
 /// host's disk. FITRIM punches the freed blocks out of the loop file
 /// (outside any timing). A filesystem that cannot trim keeps its blocks.
 pub(crate) fn give_back_space(fs: &testkit::ScratchFs) {
-    if fs.fs_kind() == testkit::FsKind::Btrfs {
+    if fs.fs_kind() == testkit::FsKind::Btrfs && less_than_half_free(fs.path()) {
         // A deleted subvolume's blocks are freed later by btrfs's cleaner
-        // thread; without waiting, a few repeats of a workload fill the
-        // filesystem with snapshots still being deleted (ENOSPC).
+        // thread, often 20 s later; without waiting, a few repeats of a
+        // workload fill the filesystem with snapshots still being deleted
+        // (ENOSPC). Waited for only when space runs short.
         wait_for_btrfs_cleaner(fs.path());
     }
     if let Err(e) = storage_core::sys::trim::trim(fs.path()) {
@@ -296,6 +297,10 @@ fn run_driver_level(
         .into_iter()
         .map(|outcome| row_of(&RowTarget::of(target), outcome, repeat, None, None))
         .collect())
+}
+
+fn less_than_half_free(path: &std::path::Path) -> bool {
+    nix::sys::statvfs::statvfs(path).is_ok_and(|stat| stat.blocks_available() < stat.blocks() / 2)
 }
 
 /// `btrfs subvolume sync`: returns once every deleted subvolume of the
