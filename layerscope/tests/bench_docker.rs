@@ -4,11 +4,15 @@
 //! device, daemon, dir) is left behind, also after Ctrl-C in the middle of
 //! a container's run. Without dockerd: one error line, non-zero exit.
 
+#[path = "bench_support.rs"]
+mod bench_support;
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use bench_support::{assert_nothing_left_in, bench};
 use serde_json::Value;
 
 fn layerscope() -> Command {
@@ -49,9 +53,10 @@ fn docker_mode_runs_the_workloads_in_real_containers_and_cleans_up() {
     let leaks = testkit::LeakCheck::start().unwrap();
     let out = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
-    let output = layerscope()
-        .args([
-            "bench",
+    let output = bench(
+        leaks.dir(),
+        out.path(),
+        &[
             "--docker",
             "--scale",
             "tiny",
@@ -59,14 +64,10 @@ fn docker_mode_runs_the_workloads_in_real_containers_and_cleans_up() {
             "append-storm,copy-up",
             "--drivers",
             "overlay2,vfs",
-            "--json",
-        ])
-        .arg("--scratch-dir")
-        .arg(leaks.dir())
-        .arg("--out")
-        .arg(out.path())
-        .output()
-        .unwrap();
+        ],
+    )
+    .output()
+    .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "bench --docker failed: {stderr}");
     eprintln!("bench --docker tiny took {:?}", started.elapsed());
@@ -140,12 +141,7 @@ fn docker_mode_runs_the_workloads_in_real_containers_and_cleans_up() {
 
     let left = processes_mentioning(leaks.dir());
     assert!(left.is_empty(), "processes left: {left:?}");
-    let dirs: Vec<_> = std::fs::read_dir(leaks.dir())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    assert!(dirs.is_empty(), "left in the scratch dir: {dirs:?}");
+    assert_nothing_left_in(leaks.dir());
     leaks.assert_clean();
 }
 
@@ -176,9 +172,10 @@ fn ctrl_c_during_a_container_run_leaves_nothing_behind() {
     let out = tempfile::tempdir().unwrap();
     // Its own process group, as a shell gives a foreground job: SIGINT to
     // the group is what the terminal's Ctrl-C does.
-    let mut child = layerscope()
-        .args([
-            "bench",
+    let mut child = bench(
+        leaks.dir(),
+        out.path(),
+        &[
             "--docker",
             "--scale",
             "tiny",
@@ -186,17 +183,13 @@ fn ctrl_c_during_a_container_run_leaves_nothing_behind() {
             "append-storm",
             "--drivers",
             "overlay2",
-            "--json",
-        ])
-        .arg("--scratch-dir")
-        .arg(leaks.dir())
-        .arg("--out")
-        .arg(out.path())
-        .process_group(0)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    )
+    .process_group(0)
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut seen = String::new();
@@ -218,11 +211,6 @@ fn ctrl_c_during_a_container_run_leaves_nothing_behind() {
 
     let left = processes_mentioning(leaks.dir());
     assert!(left.is_empty(), "processes left: {left:?}");
-    let dirs: Vec<_> = std::fs::read_dir(leaks.dir())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    assert!(dirs.is_empty(), "left in the scratch dir: {dirs:?}");
+    assert_nothing_left_in(leaks.dir());
     leaks.assert_clean();
 }

@@ -4,14 +4,15 @@
 //! counting pass and belong to their own target (overlay2 copies up, vfs
 //! does not), and nothing is left behind, also after Ctrl-C.
 
+#[path = "bench_support.rs"]
+mod bench_support;
+
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
 
+use bench_support::{assert_nothing_left_in, bench};
 use serde_json::Value;
-
-fn layerscope() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_layerscope"))
-}
 
 /// The tracer counts every overlay on the host: the two tests take turns,
 /// or one's copy-ups would land in the other's counters.
@@ -35,9 +36,10 @@ fn every_target_runs_round_by_round_with_its_own_counters_and_cleans_up() {
     let _turn = one_at_a_time();
     let leaks = testkit::LeakCheck::start().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let output = layerscope()
-        .args([
-            "bench",
+    let output = bench(
+        leaks.dir(),
+        out.path(),
+        &[
             "--scale",
             "tiny",
             "--drivers",
@@ -46,14 +48,10 @@ fn every_target_runs_round_by_round_with_its_own_counters_and_cleans_up() {
             "copy-up,create-delete",
             "--repeat",
             "2",
-            "--json",
-        ])
-        .arg("--scratch-dir")
-        .arg(leaks.dir())
-        .arg("--out")
-        .arg(out.path())
-        .output()
-        .unwrap();
+        ],
+    )
+    .output()
+    .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "bench failed: {stderr}");
     let results: Value =
@@ -108,12 +106,7 @@ fn every_target_runs_round_by_round_with_its_own_counters_and_cleans_up() {
         .expect("an overlay2 copy-up ratio");
     assert!(ratio["p50_ratio"].as_f64().unwrap() > 2.0, "{ratio}");
 
-    let left: Vec<_> = std::fs::read_dir(leaks.dir())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    assert!(left.is_empty(), "left in the scratch dir: {left:?}");
+    assert_nothing_left_in(leaks.dir());
     leaks.assert_clean();
 }
 
@@ -123,26 +116,27 @@ fn ctrl_c_between_rounds_leaves_nothing_behind() {
     let _turn = one_at_a_time();
     let leaks = testkit::LeakCheck::start().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let mut child = layerscope()
-        .args([
-            "bench",
+    // Its own process group, as a shell gives a foreground job: SIGINT to
+    // the group is what the terminal's Ctrl-C does.
+    let mut child = bench(
+        leaks.dir(),
+        out.path(),
+        &[
             "--scale",
             "tiny",
             "--drivers",
-            "overlay2-ext4,btrfs",
+            "overlay2-ext4,btrfs,aufs-ext4",
             "--workloads",
             "append-storm,create-delete",
             "--repeat",
             "3",
-            "--json",
-        ])
-        .arg("--scratch-dir")
-        .arg(leaks.dir())
-        .arg("--out")
-        .arg(out.path())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    )
+    .process_group(0)
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     // Interrupt once the second workload's stacks are being set up: the
     // first one's rounds ran with every target mounted at once.
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
@@ -154,7 +148,7 @@ fn ctrl_c_between_rounds_leaves_nothing_behind() {
             break;
         }
     }
-    nix::sys::signal::kill(
+    nix::sys::signal::killpg(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
     )
@@ -169,11 +163,6 @@ fn ctrl_c_between_rounds_leaves_nothing_behind() {
         rest.iter().any(|l| l.contains("interrupted")),
         "no interrupted line in {rest:?}"
     );
-    let left: Vec<_> = std::fs::read_dir(leaks.dir())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    assert!(left.is_empty(), "left in the scratch dir: {left:?}");
+    assert_nothing_left_in(leaks.dir());
     leaks.assert_clean();
 }
