@@ -62,7 +62,9 @@ impl<'a> Lane<'a> {
         })
     }
 
-    fn run_round(
+    /// Runs `round` of `workload` on this lane's root, syncs its
+    /// filesystem and adds the outcomes and probe counters to the lane's.
+    pub(crate) fn run_round(
         &mut self,
         workload: &dyn Workload,
         scale: Scale,
@@ -89,7 +91,7 @@ impl<'a> Lane<'a> {
     }
 
     /// Tears the stack down, gives its blocks back and returns the rows.
-    fn finish(self, repeat: usize) -> Result<Vec<ResultRow>, BenchError> {
+    pub(crate) fn finish(self, repeat: usize) -> Result<Vec<ResultRow>, BenchError> {
         let written_after = self.fs.device().and_then(device_bytes_written);
         let device_bytes = self
             .written_before
@@ -131,7 +133,11 @@ pub(crate) fn run_rounds(
     Ok(rows)
 }
 
-fn workload_error(workload: &dyn Workload, target: &Target, source: std::io::Error) -> BenchError {
+pub(crate) fn workload_error(
+    workload: &dyn Workload,
+    target: &Target,
+    source: std::io::Error,
+) -> BenchError {
     BenchError::Workload {
         workload: workload.name().to_string(),
         target: target.name.to_string(),

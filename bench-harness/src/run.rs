@@ -12,12 +12,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::Serialize;
 
 use crate::BenchError;
-use crate::interleave::{Lane, run_rounds};
+use crate::interleave::{Lane, run_rounds, workload_error};
 use crate::probes::{ProbeCounters, Probes};
 use crate::report::{ResultRow, Results, Unavailable};
 use crate::scale::Scale;
 use crate::target::{Stack, Target};
-use crate::workloads::{self, sync_filesystem};
+use crate::workloads;
 
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
@@ -183,6 +183,7 @@ pub fn run_bench(
                         workload,
                         config.scale,
                         repeat,
+                        &probes,
                     )?);
                 }
                 continue;
@@ -265,32 +266,27 @@ pub(crate) fn give_back_space(fs: &testkit::ScratchFs) {
 }
 
 /// A driver-level workload (stack depth, page-cache sharing) on one
-/// target; native, which has no driver, runs the file part of it.
+/// target; native, which has no driver, runs the file part of it in one
+/// round, through the same lane as a file workload.
 fn run_driver_level(
     target: &Target,
     fs: &testkit::ScratchFs,
-    mut stack: Stack,
+    stack: Stack,
     workload: &dyn workloads::Workload,
     scale: crate::scale::Scale,
     repeat: usize,
+    probes: &Probes,
 ) -> Result<Vec<ResultRow>, BenchError> {
-    let wl_error = |source: std::io::Error| BenchError::Workload {
-        workload: workload.name().to_string(),
-        target: target.name.to_string(),
-        source,
-    };
     let outcomes = match stack.driver() {
-        Some((driver, base)) => workload.run_on_driver(driver, base, scale),
+        Some((driver, base)) => workload
+            .run_on_driver(driver, base, scale)
+            .map_err(|e| workload_error(workload, target, e))?,
         None => {
-            workload
-                .populate(&stack.image_root()?, scale)
-                .map_err(wl_error)?;
-            let root = stack.container_root()?;
-            sync_filesystem(fs.path()).map_err(wl_error)?;
-            workload.run(&root, scale, workloads::Round::WHOLE)
+            let mut lane = Lane::set_up(target, fs, stack, workload, scale)?;
+            lane.run_round(workload, scale, workloads::Round::WHOLE, probes)?;
+            return lane.finish(repeat);
         }
-    }
-    .map_err(wl_error)?;
+    };
     stack.finish()?;
     give_back_space(fs);
     Ok(outcomes
