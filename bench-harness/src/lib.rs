@@ -9,7 +9,8 @@
 //! - [`report`]: `results.json` and `summary.md`; [`plots`]: SVG charts;
 //!   [`metrics`]: a Prometheus textfile; [`baseline`]: regression checks;
 //! - [`probes`]: the overlayfs counters that say why a result is what it is;
-//! - [`run`]: the loop over drivers and workloads;
+//! - [`run`]: the loop over drivers and workloads; [`memory_hold`]: keeps
+//!   a VM's memory agents (free page reporting, DAMON) off for the run;
 //! - [`docker`]: `--docker` mode, the same workloads in containers of a
 //!   real dockerd per driver; [`push`]: metrics to a Pushgateway.
 
@@ -17,6 +18,7 @@ pub mod baseline;
 pub mod docker;
 pub mod error;
 mod interleave;
+pub mod memory_hold;
 pub mod metrics;
 pub mod plots;
 pub mod probes;

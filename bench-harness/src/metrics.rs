@@ -219,6 +219,7 @@ mod tests {
             }],
             unavailable: Vec::new(),
             probe_strategy: String::new(),
+            memory_hold: String::new(),
             skipped: Vec::new(),
             docker_version: None,
         };

@@ -91,6 +91,10 @@ pub struct Results {
     pub unavailable: Vec<Unavailable>,
     /// The probe strategy that produced the counters, or why none did.
     pub probe_strategy: String,
+    /// What the run did to hold the machine's memory steady
+    /// (`memory_hold.rs`), or why it did nothing.
+    #[serde(default)]
+    pub memory_hold: String,
     /// Workloads a mode of this run could not run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<SkippedWorkload>,
@@ -119,6 +123,7 @@ impl Results {
             ratios,
             unavailable: Vec::new(),
             probe_strategy: String::new(),
+            memory_hold: String::new(),
             skipped: Vec::new(),
             docker_version: None,
         }
@@ -170,6 +175,9 @@ impl Results {
              1.00x = as fast as a volume; higher is slower. (p99 ratio in brackets.)\n",
             self.scale, self.repeat, self.machine.kernel, self.machine.cpus, self.duration_seconds
         );
+        if !self.memory_hold.is_empty() {
+            let _ = writeln!(md, "Memory: {}.\n", self.memory_hold);
+        }
         if let Some(version) = &self.docker_version {
             let _ = writeln!(
                 md,

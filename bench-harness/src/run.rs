@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::BenchError;
 use crate::interleave::{Lane, run_rounds, workload_error};
+use crate::memory_hold::MemoryHold;
 use crate::probes::{ProbeCounters, Probes};
 use crate::report::{ResultRow, Results, Unavailable};
 use crate::scale::Scale;
@@ -33,6 +34,9 @@ pub struct BenchConfig {
     pub docker_drivers: Vec<String>,
     /// Where every loop-backed filesystem (and dockerd's dir) is made.
     pub scratch_dir: PathBuf,
+    /// Hold the VM's memory agents off for the run (`memory_hold.rs`);
+    /// false leaves the machine as it is (`--no-memory-hold`).
+    pub hold_memory: bool,
 }
 
 /// A line of progress, for a progress bar or `--json` CI logs.
@@ -109,6 +113,14 @@ pub fn run_bench(
     // across repeats with it, 13 to 20 µs without). One more pass with the
     // tracer attached counts the overlayfs work of every workload and
     // target; its timings are dropped.
+    // Before anything is measured (see `memory_hold.rs`); restored when
+    // `memory` drops, on every way out of this function.
+    let memory = if config.hold_memory {
+        MemoryHold::take(config.scale.memory_bytes())
+    } else {
+        MemoryHold::none("left as is (--no-memory-hold)")
+    };
+    eprintln!("bench: memory: {}", memory.describe());
     let timed_passes = config.repeat.max(1);
     let passes = timed_passes + usize::from(!config.no_probes);
     let steps = targets.len() * workload_list.len() * passes
@@ -229,6 +241,7 @@ pub fn run_bench(
     results.skipped = skipped;
     results.docker_version = docker.version;
     results.probe_strategy = probes.describe();
+    results.memory_hold = memory.describe().to_string();
     Ok(results)
 }
 

@@ -48,6 +48,7 @@ fn devicemapper_is_benchmarked_beside_native() {
         repeat: 1,
         out: out.path().to_path_buf(),
         no_probes: true,
+        hold_memory: true,
         docker_drivers: Vec::new(),
         scratch_dir: std::path::PathBuf::from("/var/tmp"),
     };

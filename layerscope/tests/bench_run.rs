@@ -2,7 +2,9 @@
 //! filesystems: file workloads run round by round on every target, the
 //! rows hold the timed repeats only, the probe counters come from the
 //! counting pass and belong to their own target (overlay2 copies up, vfs
-//! does not), and nothing is left behind, also after Ctrl-C.
+//! does not), and nothing is left behind, also after Ctrl-C: no mount,
+//! no loop device, no file, and the memory agents the run held off
+//! (free page reporting, DAMON) running again as before.
 
 #[path = "bench_support.rs"]
 mod bench_support;
@@ -11,7 +13,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 
-use bench_support::{assert_nothing_left_in, bench};
+use bench_support::{assert_nothing_left_in, bench, memory_agent_settings};
 use serde_json::Value;
 
 /// The tracer counts every overlay on the host: the two tests take turns,
@@ -36,6 +38,7 @@ fn every_target_runs_round_by_round_with_its_own_counters_and_cleans_up() {
     let _turn = one_at_a_time();
     let leaks = testkit::LeakCheck::start().unwrap();
     let out = tempfile::tempdir().unwrap();
+    let memory_before = memory_agent_settings();
     let output = bench(
         leaks.dir(),
         out.path(),
@@ -108,6 +111,17 @@ fn every_target_runs_round_by_round_with_its_own_counters_and_cleans_up() {
 
     assert_nothing_left_in(leaks.dir());
     leaks.assert_clean();
+    // The run says what it held off, in results.json too, and put it back.
+    let hold = results["memory_hold"].as_str().expect("memory_hold");
+    assert!(
+        stderr.contains(&format!("bench: memory: {hold}\n")),
+        "{hold} not in {stderr}"
+    );
+    assert_eq!(
+        memory_agent_settings(),
+        memory_before,
+        "not put back: {hold}"
+    );
 }
 
 #[test]
@@ -116,6 +130,7 @@ fn ctrl_c_between_rounds_leaves_nothing_behind() {
     let _turn = one_at_a_time();
     let leaks = testkit::LeakCheck::start().unwrap();
     let out = tempfile::tempdir().unwrap();
+    let memory_before = memory_agent_settings();
     // Its own process group, as a shell gives a foreground job: SIGINT to
     // the group is what the terminal's Ctrl-C does.
     let mut child = bench(
@@ -148,6 +163,7 @@ fn ctrl_c_between_rounds_leaves_nothing_behind() {
             break;
         }
     }
+    let memory_held = memory_agent_settings();
     nix::sys::signal::killpg(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -165,4 +181,19 @@ fn ctrl_c_between_rounds_leaves_nothing_behind() {
     );
     assert_nothing_left_in(leaks.dir());
     leaks.assert_clean();
+    let hold = seen
+        .iter()
+        .find(|l| l.starts_with("bench: memory: "))
+        .unwrap_or_else(|| panic!("no memory line in {seen:?}"));
+    if hold.contains("put back at exit") {
+        assert_ne!(memory_held, memory_before, "{hold}");
+    } else {
+        assert!(hold.contains("nothing to hold"), "{hold}");
+        assert_eq!(memory_held, memory_before, "{hold}");
+    }
+    assert_eq!(
+        memory_agent_settings(),
+        memory_before,
+        "not put back: {hold}"
+    );
 }

@@ -50,6 +50,11 @@ pub struct BenchArgs {
     /// Where the loop-backed filesystems (and dockerd's dirs) are made.
     #[arg(long, default_value = "/var/tmp")]
     pub scratch_dir: PathBuf,
+    /// Leave free page reporting and DAMON reclaim running. By default a
+    /// run turns them off and restores them at exit: on a VM they make a
+    /// driver's timing depend on when it ran.
+    #[arg(long)]
+    pub no_memory_hold: bool,
 }
 
 /// The layerscope targets and docker drivers of a run.
@@ -97,6 +102,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         repeat: args.repeat,
         out: args.out.clone(),
         no_probes: args.no_probes,
+        hold_memory: !args.no_memory_hold,
     };
     let json = args.json;
     let bar = (!json).then(|| {
