@@ -80,8 +80,10 @@ impl MemoryHold {
     }
 
     fn try_take(touch_bytes: u64) -> io::Result<Self> {
-        std::fs::create_dir_all(HOLD_DIR)?;
-        let file = File::create(Path::new(HOLD_DIR).join("memory-hold.lock"))?;
+        let lock_path = Path::new(HOLD_DIR).join("memory-hold.lock");
+        let file = std::fs::create_dir_all(HOLD_DIR)
+            .and_then(|()| File::create(&lock_path))
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", lock_path.display())))?;
         let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
             Err((_, Errno::EWOULDBLOCK)) => {

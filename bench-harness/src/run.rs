@@ -107,12 +107,6 @@ pub fn run_bench(
     } else {
         crate::docker::skipped_workloads(&workload_list)
     };
-    // The timed passes run without the tracer: attached, its syscall and
-    // filesystem hooks add microseconds to every operation, more in some
-    // stretches than in others (native's 15 µs append measured 15 to 37 µs
-    // across repeats with it, 13 to 20 µs without). One more pass with the
-    // tracer attached counts the overlayfs work of every workload and
-    // target; its timings are dropped.
     // Before anything is measured (see `memory_hold.rs`); restored when
     // `memory` drops, on every way out of this function.
     let memory = if config.hold_memory {
@@ -121,6 +115,12 @@ pub fn run_bench(
         MemoryHold::none("left as is (--no-memory-hold)")
     };
     eprintln!("bench: memory: {}", memory.describe());
+    // The timed passes run without the tracer: attached, its syscall and
+    // filesystem hooks add microseconds to every operation, more in some
+    // stretches than in others (native's 15 µs append measured 15 to 37 µs
+    // across repeats with it, 13 to 20 µs without). One more pass with the
+    // tracer attached counts the overlayfs work of every workload and
+    // target; its timings are dropped.
     let timed_passes = config.repeat.max(1);
     let passes = timed_passes + usize::from(!config.no_probes);
     let steps = targets.len() * workload_list.len() * passes

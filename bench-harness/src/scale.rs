@@ -98,10 +98,10 @@ impl Scale {
         }
     }
 
-    /// Size of each target's loop-backed filesystem (sparse).
-    /// Memory a run of this scale fills at its peak (mostly the page cache
-    /// of every target's stacks; a small run peaked at 10.3 GiB): what the
-    /// memory hold has the host back before the first measurement.
+    /// Memory a run of this scale fills at its peak, nearly all of it the
+    /// page cache of every target's stacks (a small run's `Cached:` peaked
+    /// at 11.7 GiB): what the memory hold has the host back before the
+    /// first measurement.
     pub fn memory_bytes(self) -> u64 {
         const GIB: u64 = 1024 * 1024 * 1024;
         match self {
@@ -111,6 +111,7 @@ impl Scale {
         }
     }
 
+    /// Size of each target's loop-backed filesystem (sparse).
     pub fn filesystem_bytes(self) -> u64 {
         const GIB: u64 = 1024 * 1024 * 1024;
         match self {
