@@ -31,6 +31,8 @@ use std::time::Instant;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::stats::meminfo_bytes;
+
 const REPORTING_ORDER: &str = "/sys/module/page_reporting/parameters/page_reporting_order";
 const KDAMONDS: &str = "/sys/kernel/mm/damon/admin/kdamonds";
 const DAMON_MODULES: [&str; 2] = [
@@ -305,31 +307,16 @@ fn parse_state(text: &str) -> Vec<Changed> {
         .collect()
 }
 
-/// `MemAvailable:` and `MemTotal:` of /proc/meminfo, in bytes.
-fn available_and_total() -> io::Result<(u64, u64)> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo")?;
-    let field = |name: &str| {
-        meminfo
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-            .map(|kib| kib * 1024)
-            .ok_or_else(|| io::Error::other(format!("no {name} line in /proc/meminfo")))
-    };
-    Ok((field("MemAvailable:")?, field("MemTotal:")?))
-}
-
 /// Writes to up to `bytes` of fresh memory and frees it, stopping while a
 /// sixteenth of memory (at least 1 GiB) is still available, or on Ctrl-C.
 /// Returns the bytes touched.
 fn touch(bytes: u64) -> io::Result<u64> {
     const CHUNK: usize = 64 << 20;
-    let (_, total) = available_and_total()?;
-    let reserve = (total / 16).max(GIB);
+    let reserve = (meminfo_bytes("MemTotal")? / 16).max(GIB);
     let mut held: Vec<Vec<u8>> = Vec::new();
     let mut touched = 0u64;
     while touched < bytes && !crate::run::interrupted() {
-        if touched.is_multiple_of(GIB) && available_and_total()?.0 < reserve + GIB {
+        if touched.is_multiple_of(GIB) && meminfo_bytes("MemAvailable")? < reserve + GIB {
             break;
         }
         // A non-zero fill writes every page (a zeroed Vec may come from

@@ -1,5 +1,6 @@
 //! Measurements: a latency histogram per workload run (hdrhistogram, in
-//! nanoseconds) and the bytes a block device had written to it.
+//! nanoseconds), the bytes a block device had written to it, and the
+//! kernel's memory figures (/proc/meminfo).
 
 use std::path::Path;
 use std::time::Duration;
@@ -92,9 +93,29 @@ pub fn device_bytes_written(device: &Path) -> Option<u64> {
     Some(sectors * 512)
 }
 
+/// A field of /proc/meminfo (`"Cached"`, `"MemAvailable"`, ...), in bytes.
+pub fn meminfo_bytes(field: &str) -> std::io::Result<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo")?;
+    meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .ok_or_else(|| std::io::Error::other(format!("no {field}: line in /proc/meminfo")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meminfo_fields_come_out_in_bytes() {
+        let total = meminfo_bytes("MemTotal").unwrap();
+        assert!(total > 64 << 20, "{total}");
+        assert!(meminfo_bytes("Cached").unwrap() < total);
+        let missing = meminfo_bytes("NoSuchField").unwrap_err().to_string();
+        assert_eq!(missing, "no NoSuchField: line in /proc/meminfo");
+    }
 
     #[test]
     fn percentiles_come_out_in_seconds() {

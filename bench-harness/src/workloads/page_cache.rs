@@ -37,13 +37,7 @@ pub fn readers(scale: Scale) -> usize {
 
 /// `Cached:` of /proc/meminfo, in bytes.
 fn cached_bytes() -> io::Result<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo")?;
-    meminfo
-        .lines()
-        .find_map(|line| line.strip_prefix("Cached:"))
-        .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-        .map(|kib| kib * 1024)
-        .ok_or_else(|| io::Error::other("no Cached: line in /proc/meminfo"))
+    crate::stats::meminfo_bytes("Cached")
 }
 
 /// Empties the page cache so every target starts cold (needs root).
