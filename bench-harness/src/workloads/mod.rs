@@ -60,9 +60,10 @@ impl Outcome {
 /// One share of a workload's operations. The bench runs round 0 on every
 /// target, then round 1 on every target, and so on: each target's samples
 /// are spread over the same stretch of time as native's, so a slow spell
-/// of the machine (on a shared VM, CPU speed moves by 30% for a few
-/// hundred milliseconds at a time) lands on both sides of a ratio instead
-/// of on whichever target ran during it.
+/// of the machine (on a shared VM, operations slowed by 30% for a
+/// fraction of a second to seconds; mostly the host faulting back memory
+/// the guest had lent it, which `memory_hold.rs` now stops) lands on
+/// both sides of a ratio instead of on whichever target ran during it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Round {
     pub index: usize,
