@@ -7,12 +7,10 @@
 #[path = "bench_support.rs"]
 mod bench_support;
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use bench_support::{assert_nothing_left_in, bench};
+use bench_support::{assert_nothing_left_in, bench, interrupt_at};
 use serde_json::Value;
 
 fn layerscope() -> Command {
@@ -170,42 +168,26 @@ fn ctrl_c_during_a_container_run_leaves_nothing_behind() {
     testkit::require_root!();
     let leaks = testkit::LeakCheck::start().unwrap();
     let out = tempfile::tempdir().unwrap();
-    // Its own process group, as a shell gives a foreground job: SIGINT to
-    // the group is what the terminal's Ctrl-C does.
-    let mut child = bench(
-        leaks.dir(),
-        out.path(),
-        &[
-            "--docker",
-            "--scale",
-            "tiny",
-            "--workloads",
-            "append-storm",
-            "--drivers",
-            "overlay2",
-        ],
-    )
-    .process_group(0)
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    let mut line = String::new();
-    let mut sent = false;
-    while stderr.read_line(&mut line).unwrap() > 0 {
-        seen.push_str(&line);
-        if !sent && line.contains("\"target\":\"docker-volume\"") {
-            nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGINT).unwrap();
-            sent = true;
-        }
-        line.clear();
-    }
-    let status = child.wait().unwrap();
-    assert!(sent, "the run never reached docker-volume: {seen}");
-    assert!(!status.success(), "{seen}");
+    let run = interrupt_at(
+        bench(
+            leaks.dir(),
+            out.path(),
+            &[
+                "--docker",
+                "--scale",
+                "tiny",
+                "--workloads",
+                "append-storm",
+                "--drivers",
+                "overlay2",
+            ],
+        ),
+        "\"target\":\"docker-volume\"",
+        || {},
+    );
+    let seen = [run.before, run.after].concat().join("\n");
+    assert!(run.sent, "the run never reached docker-volume: {seen}");
+    assert!(!run.status.success(), "{seen}");
     assert!(seen.contains("interrupted"), "{seen}");
     assert!(!out.path().join("results.json").exists());
 

@@ -9,11 +9,7 @@
 #[path = "bench_support.rs"]
 mod bench_support;
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
-use std::process::Stdio;
-
-use bench_support::{assert_nothing_left_in, bench, memory_agent_settings};
+use bench_support::{assert_nothing_left_in, bench, interrupt_at, memory_agent_settings};
 use serde_json::Value;
 
 /// The tracer counts every overlay on the host: the two tests take turns,
@@ -131,48 +127,31 @@ fn ctrl_c_between_rounds_leaves_nothing_behind() {
     let leaks = testkit::LeakCheck::start().unwrap();
     let out = tempfile::tempdir().unwrap();
     let memory_before = memory_agent_settings();
-    // Its own process group, as a shell gives a foreground job: SIGINT to
-    // the group is what the terminal's Ctrl-C does.
-    let mut child = bench(
-        leaks.dir(),
-        out.path(),
-        &[
-            "--scale",
-            "tiny",
-            "--drivers",
-            "overlay2-ext4,btrfs,aufs-ext4",
-            "--workloads",
-            "append-storm,create-delete",
-            "--repeat",
-            "3",
-        ],
-    )
-    .process_group(0)
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
     // Interrupt once the second workload's stacks are being set up: the
     // first one's rounds ran with every target mounted at once.
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        seen.push(line.clone());
-        if line.contains("\"workload\":\"create-delete\"") {
-            break;
-        }
-    }
-    let memory_held = memory_agent_settings();
-    nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let status = child.wait().unwrap();
+    let mut memory_held = Vec::new();
+    let run = interrupt_at(
+        bench(
+            leaks.dir(),
+            out.path(),
+            &[
+                "--scale",
+                "tiny",
+                "--drivers",
+                "overlay2-ext4,btrfs,aufs-ext4",
+                "--workloads",
+                "append-storm,create-delete",
+                "--repeat",
+                "3",
+            ],
+        ),
+        "\"workload\":\"create-delete\"",
+        || memory_held = memory_agent_settings(),
+    );
+    let (seen, rest) = (&run.before, &run.after);
+    assert!(run.sent, "the run never reached create-delete: {seen:?}");
     assert!(
-        !status.success(),
+        !run.status.success(),
         "an interrupted bench must fail; saw {seen:?} {rest:?}"
     );
     assert!(

@@ -1,11 +1,14 @@
 //! Shared by the bench tests (included with `#[path]`): `layerscope bench`
-//! with JSON progress on a scratch dir, and the check that the scratch dir
-//! is empty afterwards, and the memory agents' settings a run holds off.
+//! with JSON progress on a scratch dir, Ctrl-C to it at a given line, the
+//! check that the scratch dir is empty afterwards, and the memory agents'
+//! settings a run holds off.
 //! Compiled alone it holds no tests.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, ExitStatus, Stdio};
 
 /// `layerscope bench ARGS --json --scratch-dir SCRATCH --out OUT`.
 pub fn bench(scratch: &Path, out: &Path, args: &[&str]) -> Command {
@@ -19,6 +22,52 @@ pub fn bench(scratch: &Path, out: &Path, args: &[&str]) -> Command {
         .arg("--out")
         .arg(out);
     command
+}
+
+/// How an interrupted run ended and what it printed on stderr.
+pub struct Interrupted {
+    pub status: ExitStatus,
+    /// Whether the marker line came, and so the signal was sent.
+    pub sent: bool,
+    /// Lines up to and including the marker line.
+    pub before: Vec<String>,
+    /// Lines after it.
+    pub after: Vec<String>,
+}
+
+/// Spawns `command` in its own process group, as a shell runs a
+/// foreground job; once a stderr line contains `marker`, calls `at_marker`
+/// and sends the group SIGINT, which is what the terminal's Ctrl-C does.
+/// Reads stderr to its end and waits for the exit.
+pub fn interrupt_at(mut command: Command, marker: &str, at_marker: impl FnOnce()) -> Interrupted {
+    let mut child = command
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    let mut at_marker = Some(at_marker);
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    for line in stderr.lines().map_while(Result::ok) {
+        if at_marker.is_none() {
+            after.push(line);
+            continue;
+        }
+        let reached = line.contains(marker);
+        before.push(line);
+        if let Some(call) = at_marker.take_if(|_| reached) {
+            call();
+            nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGINT).unwrap();
+        }
+    }
+    Interrupted {
+        status: child.wait().unwrap(),
+        sent: at_marker.is_none(),
+        before,
+        after,
+    }
 }
 
 /// Every loop file, mount dir and daemon dir the run made is gone.
