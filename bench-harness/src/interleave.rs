@@ -25,7 +25,8 @@ pub(crate) struct Lane<'a> {
     target: &'a Target,
     fs: &'a ScratchFs,
     stack: Stack,
-    root: PathBuf,
+    /// The container views the workload runs on (`Workload::containers`).
+    roots: Vec<PathBuf>,
     written_before: Option<u64>,
     probes: Option<ProbeCounters>,
     /// Merged over the rounds, one per label, in the workload's order.
@@ -33,7 +34,7 @@ pub(crate) struct Lane<'a> {
 }
 
 impl<'a> Lane<'a> {
-    /// Populates the image layer of `stack` and mounts its container view.
+    /// Populates the image layer of `stack` and mounts its container views.
     pub(crate) fn set_up(
         target: &'a Target,
         fs: &'a ScratchFs,
@@ -49,13 +50,13 @@ impl<'a> Lane<'a> {
         // copy or snapshot at create time, which is not the workload's
         // writing (stack-depth measures creation), and docker mode counts
         // from `docker start` the same way.
-        let root = stack.container_root()?;
+        let roots = stack.container_roots(workload.containers(scale))?;
         sync_filesystem(fs.path()).map_err(|e| workload_error(workload, target, e))?;
         Ok(Self {
             target,
             fs,
             stack,
-            root,
+            roots,
             written_before: fs.device().and_then(device_bytes_written),
             probes: None,
             outcomes: Vec::new(),
@@ -73,7 +74,9 @@ impl<'a> Lane<'a> {
     ) -> Result<(), BenchError> {
         let error = |e| workload_error(workload, self.target, e);
         let before = probes.totals();
-        let outcomes = workload.run(&self.root, scale, round).map_err(error)?;
+        let outcomes = workload
+            .run_views(&self.roots, scale, round)
+            .map_err(error)?;
         sync_filesystem(self.fs.path()).map_err(error)?;
         if let Some(counters) = before
             .zip(probes.totals())

@@ -105,7 +105,7 @@ pub fn run_bench(
     let skipped = if docker_plans.is_empty() {
         Vec::new()
     } else {
-        crate::docker::skipped_workloads(&workload_list)
+        crate::docker::skipped_workloads(&workload_list, config.scale)
     };
     // Before anything is measured (see `memory_hold.rs`); restored when
     // `memory` drops, on every way out of this function.
@@ -124,7 +124,7 @@ pub fn run_bench(
     let timed_passes = config.repeat.max(1);
     let passes = timed_passes + usize::from(!config.no_probes);
     let steps = targets.len() * workload_list.len() * passes
-        + crate::docker::steps(&docker_plans, &workload_list, config.repeat);
+        + crate::docker::steps(&docker_plans, &workload_list, config.scale, config.repeat);
     let mut step = 0;
     let mut rows = Vec::new();
     let started = Instant::now();
@@ -151,8 +151,12 @@ pub fn run_bench(
         }
         for workload in &workload_list {
             let workload = workload.as_ref();
-            if repeat == timed_passes && workload.driver_level() {
-                step += targets.len(); // nothing for the tracer to count
+            // Nothing for the tracer to count: stack-depth builds layers,
+            // page-cache's containers only read.
+            if repeat == timed_passes
+                && (workload.driver_level() || workload.containers(config.scale) > 1)
+            {
+                step += targets.len();
                 continue;
             }
             // Stacks first (a target the kernel cannot run is listed with
@@ -278,9 +282,9 @@ pub(crate) fn give_back_space(fs: &testkit::ScratchFs) {
     }
 }
 
-/// A driver-level workload (stack depth, page-cache sharing) on one
-/// target; native, which has no driver, runs the file part of it in one
-/// round, through the same lane as a file workload.
+/// A driver-level workload (stack depth) on one target; native, which has
+/// no driver, runs the file part of it in one round, through the same lane
+/// as a file workload.
 fn run_driver_level(
     target: &Target,
     fs: &testkit::ScratchFs,

@@ -143,8 +143,9 @@ pub struct Stack {
     native_dir: PathBuf,
     driver: Option<Box<dyn Driver>>,
     base_id: String,
-    rw_id: String,
-    mounted: bool,
+    label: String,
+    /// The containers made by `container_roots`, each mounted.
+    containers: Vec<String>,
 }
 
 impl Stack {
@@ -207,8 +208,8 @@ impl Stack {
             native_dir,
             driver,
             base_id: format!("{label}-image"),
-            rw_id: format!("{label}-container"),
-            mounted: false,
+            label: label.to_string(),
+            containers: Vec::new(),
         })
     }
 
@@ -228,19 +229,30 @@ impl Stack {
         }
     }
 
-    /// The container's view: the image content under a writable layer
-    /// (for native, the same directory).
-    pub fn container_root(&mut self) -> Result<PathBuf, BenchError> {
+    /// The views of `count` containers of the image: the image content
+    /// under a writable layer each (for native, the same directory).
+    pub fn container_roots(&mut self, count: usize) -> Result<Vec<PathBuf>, BenchError> {
         let Some(driver) = &self.driver else {
-            return Ok(self.native_dir.clone());
+            return Ok(vec![self.native_dir.clone(); count]);
         };
         driver.put(&self.base_id).map_err(|e| self.setup_error(e))?;
-        driver
-            .create_rw(&self.rw_id, Some(&self.base_id), &CreateOpts::default())
-            .map_err(|e| self.setup_error(e))?;
-        let root = driver.get(&self.rw_id).map_err(|e| self.setup_error(e))?;
-        self.mounted = true;
-        Ok(root)
+        let mut roots = Vec::with_capacity(count);
+        for index in 0..count {
+            let id = match index {
+                0 => format!("{}-container", self.label),
+                _ => format!("{}-container{index}", self.label),
+            };
+            driver
+                .create_rw(&id, Some(&self.base_id), &CreateOpts::default())
+                .map_err(|e| self.setup_error(e))?;
+            let root = driver.get(&id).map_err(|e| {
+                let _ = driver.remove(&id);
+                self.setup_error(e)
+            })?;
+            self.containers.push(id);
+            roots.push(root);
+        }
+        Ok(roots)
     }
 
     /// Unmounts and removes the layers (or the native directory).
@@ -252,13 +264,21 @@ impl Stack {
         match self.driver.take() {
             None => remove_tree(&self.native_dir, self.target),
             Some(driver) => {
-                if std::mem::take(&mut self.mounted) {
-                    driver.put(&self.rw_id).map_err(|e| self.setup_error(e))?;
-                }
-                for id in [&self.rw_id, &self.base_id] {
-                    if driver.exists(id) {
-                        driver.remove(id).map_err(|e| self.setup_error(e))?;
+                // Every container is put back and removed even when one
+                // fails; the first failure is the one reported.
+                let mut failed = None;
+                for id in std::mem::take(&mut self.containers) {
+                    if let Err(e) = driver.put(&id).and_then(|()| driver.remove(&id)) {
+                        failed.get_or_insert(self.setup_error(e));
                     }
+                }
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+                if driver.exists(&self.base_id) {
+                    driver
+                        .remove(&self.base_id)
+                        .map_err(|e| self.setup_error(e))?;
                 }
                 // What the driver holds beyond its layers goes too:
                 // devicemapper's pool and its loop devices, which would

@@ -115,9 +115,9 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
 pub fn main(args: &[String]) -> Result<String, String> {
     let args = parse_args(args)?;
     let workload = workloads::by_name(&args.workload).map_err(|e| e.to_string())?;
-    if workload.driver_level() {
+    if !super::supports(workload.as_ref(), args.scale) {
         return Err(format!(
-            "workload {} drives a storage driver and cannot run in a container",
+            "workload {} drives a storage driver or several containers and cannot run in one container",
             args.workload
         ));
     }

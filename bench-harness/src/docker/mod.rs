@@ -36,6 +36,7 @@ use crate::BenchError;
 use crate::probes::{ProbeCounters, Probes};
 use crate::report::{ResultRow, SkippedWorkload, Unavailable};
 use crate::run::{BenchConfig, Progress, RowTarget, check_interrupted, interrupted, row_of};
+use crate::scale::Scale;
 use crate::stats::device_bytes_written;
 use crate::workloads::{Workload, sync_filesystem};
 use image::LayerTar;
@@ -62,11 +63,11 @@ pub fn target_name(driver: &str) -> String {
     format!("docker-{driver}")
 }
 
-/// Whether `workload` can run in docker mode: file workloads can; those
-/// that drive the storage driver itself (layers, several containers)
-/// cannot.
-pub fn supports(workload: &dyn Workload) -> bool {
-    !workload.driver_level()
+/// Whether `workload` can run in docker mode: file workloads in one
+/// container can; those that drive the storage driver itself (layers) or
+/// work through several containers at once cannot.
+pub fn supports(workload: &dyn Workload, scale: Scale) -> bool {
+    !workload.driver_level() && workload.containers(scale) == 1
 }
 
 /// Fails naming the first program `--docker` needs that is not in PATH.
@@ -159,8 +160,16 @@ pub fn plans(drivers: &[String]) -> Result<Vec<Plan>, BenchError> {
 }
 
 /// Progress steps of `plans` over `workloads`.
-pub fn steps(plans: &[Plan], workloads: &[Box<dyn Workload>], repeat: usize) -> usize {
-    let runnable = workloads.iter().filter(|w| supports(w.as_ref())).count();
+pub fn steps(
+    plans: &[Plan],
+    workloads: &[Box<dyn Workload>],
+    scale: Scale,
+    repeat: usize,
+) -> usize {
+    let runnable = workloads
+        .iter()
+        .filter(|w| supports(w.as_ref(), scale))
+        .count();
     plans.iter().map(|p| p.targets().len()).sum::<usize>() * runnable * repeat.max(1)
 }
 
@@ -198,12 +207,12 @@ fn or_interrupted(e: BenchError) -> BenchError {
 
 /// The workloads of `workloads` docker mode cannot run, each said on
 /// stderr in one line (before anything runs).
-pub fn skipped_workloads(workloads: &[Box<dyn Workload>]) -> Vec<SkippedWorkload> {
+pub fn skipped_workloads(workloads: &[Box<dyn Workload>], scale: Scale) -> Vec<SkippedWorkload> {
     let why = "it drives the storage driver itself (layers, several containers), \
                not files inside one container";
     workloads
         .iter()
-        .filter(|w| !supports(w.as_ref()))
+        .filter(|w| !supports(w.as_ref(), scale))
         .map(|workload| {
             eprintln!(
                 "bench: {} not supported in docker mode: {why}",
@@ -232,7 +241,7 @@ pub fn run(
     let runnable: Vec<&dyn Workload> = workloads
         .iter()
         .map(|w| w.as_ref())
-        .filter(|w| supports(*w))
+        .filter(|w| supports(*w, config.scale))
         .collect();
     let mut images = ImageBuilder::new(&config.scratch_dir)?;
     for plan in plans {

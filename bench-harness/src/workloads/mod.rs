@@ -14,7 +14,7 @@ pub mod stack_depth;
 use std::fs::File;
 use std::io::{self, Write};
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::BenchError;
@@ -46,13 +46,15 @@ pub struct Outcome {
 
 impl Outcome {
     /// Adds a later round's outcome of the same label: its latencies,
-    /// bytes and time.
+    /// bytes and time (and the larger page-cache growth).
     pub fn absorb(&mut self, later: Outcome) {
         self.latencies.merge(&later.latencies);
         self.bytes += later.bytes;
         self.elapsed += later.elapsed;
         if let Some(grown) = later.page_cache_bytes {
-            *self.page_cache_bytes.get_or_insert(0) += grown;
+            // The growth of one cold start; every round starts cold.
+            let largest = self.page_cache_bytes.get_or_insert(0);
+            *largest = (*largest).max(grown);
         }
     }
 }
@@ -91,6 +93,24 @@ pub trait Workload: Send + Sync {
     /// and measures them; the rounds of one root together do the workload
     /// once.
     fn run(&self, root: &Path, scale: Scale, round: Round) -> io::Result<Vec<Outcome>>;
+
+    /// Containers of the image the workload works through at once (for
+    /// native, the same directory that many times). More than one
+    /// (page-cache's readers) runs through `run_views`, round by round
+    /// beside the other targets like any file workload, but not inside a
+    /// single Docker container.
+    fn containers(&self, _scale: Scale) -> usize {
+        1
+    }
+
+    /// Runs `round`'s share on the views of `containers` containers of
+    /// the image; a one-container workload runs on the first.
+    fn run_views(&self, roots: &[PathBuf], scale: Scale, round: Round) -> io::Result<Vec<Outcome>> {
+        match roots.first() {
+            Some(root) => self.run(root, scale, round),
+            None => Ok(Vec::new()),
+        }
+    }
 
     /// Whether the workload drives the storage driver itself (layers and
     /// containers) rather than files; such a workload has no native rows.
