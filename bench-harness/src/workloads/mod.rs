@@ -77,7 +77,7 @@ impl Round {
     pub const WHOLE: Round = Round { index: 0, of: 1 };
 
     /// The indices of `total` operations that belong to this round: an
-    /// even spread, so a few large operations (16 copy-ups of 32 MiB over
+    /// even spread, so a few large operations (8 copy-ups of 64 MiB over
     /// 32 rounds) fall in rounds far apart rather than in the first ones.
     pub fn share(self, total: usize) -> Range<usize> {
         let of = self.of.max(1);
