@@ -2,7 +2,8 @@
 //! filesystems: file workloads run round by round on every target, the
 //! rows hold the timed repeats only, the probe counters come from the
 //! counting pass and belong to their own target (overlay2 copies up, vfs
-//! does not), and nothing is left behind, also after Ctrl-C: no mount,
+//! does not), page-cache's readers share the cache on overlay2 and each
+//! cache a copy on vfs, and nothing is left behind, also after Ctrl-C: no mount,
 //! no loop device, no file, and the memory agents the run held off
 //! (free page reporting, DAMON) running again as before.
 
@@ -118,6 +119,67 @@ fn every_target_runs_round_by_round_with_its_own_counters_and_cleans_up() {
         memory_before,
         "not put back: {hold}"
     );
+}
+
+/// page-cache: each target's readers are containers of their own, made
+/// up front and read in turns with the other targets. On overlay2 they
+/// share the lower file's pages, as native's readers share one volume;
+/// on vfs each container has its own copy, so the cache holds one per
+/// reader. Every container is unmounted and removed after the run.
+#[test]
+fn page_cache_is_shared_on_overlay2_and_copied_per_container_on_vfs() {
+    testkit::require_root!();
+    // The workload reads the kernel's page-cache size: nothing else of
+    // this test binary may write files meanwhile.
+    let _turn = one_at_a_time();
+    let leaks = testkit::LeakCheck::start().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let output = bench(
+        leaks.dir(),
+        out.path(),
+        &[
+            "--scale",
+            "tiny",
+            "--drivers",
+            "overlay2-ext4,vfs-ext4",
+            "--workloads",
+            "page-cache",
+            "--repeat",
+            "1",
+            "--no-probes",
+            "--no-memory-hold",
+        ],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed: {stderr}");
+    let results: Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("results.json")).unwrap()).unwrap();
+
+    // Tiny scale: 2 readers of a 16 MiB file, 2 cold starts (one sample
+    // each). The cache's size moves by a few pages as the rest of the
+    // system frees and reads, so one copy is 0.9 to 1.5 files.
+    const FILE: u64 = 16 << 20;
+    let grown = |target: &str| {
+        let row = row(&results, "page-cache/2x16MiB", target, 0);
+        assert_eq!(row["ops"], 2, "{row}");
+        row["page_cache_bytes"].as_u64().expect("page_cache_bytes")
+    };
+    for shared in ["native", "overlay2-ext4"] {
+        let bytes = grown(shared);
+        assert!(
+            (FILE - FILE / 10..FILE + FILE / 2).contains(&bytes),
+            "{shared}: {bytes} B cached, want one copy of {FILE}"
+        );
+    }
+    let copied = grown("vfs-ext4");
+    assert!(
+        (2 * FILE - FILE / 10..2 * FILE + FILE / 2).contains(&copied),
+        "vfs-ext4: {copied} B cached, want a copy per reader (2 x {FILE})"
+    );
+    assert_nothing_left_in(leaks.dir());
+    leaks.assert_clean();
 }
 
 #[test]
