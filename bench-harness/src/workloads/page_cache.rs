@@ -51,7 +51,7 @@ fn drop_caches() -> io::Result<()> {
 fn cold_starts(scale: Scale) -> usize {
     match scale {
         Scale::Tiny => 2,
-        Scale::Small | Scale::Full => 16,
+        Scale::Small | Scale::Full => 12,
     }
 }
 
