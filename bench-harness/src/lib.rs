@@ -18,6 +18,7 @@ pub mod baseline;
 pub mod docker;
 pub mod error;
 mod interleave;
+pub mod memory_agents;
 pub mod memory_hold;
 pub mod metrics;
 pub mod plots;

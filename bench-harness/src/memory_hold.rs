@@ -33,9 +33,10 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::stats::meminfo_bytes;
 
-const REPORTING_ORDER: &str = "/sys/module/page_reporting/parameters/page_reporting_order";
-const KDAMONDS: &str = "/sys/kernel/mm/damon/admin/kdamonds";
-const DAMON_MODULES: [&str; 2] = [
+pub(crate) const REPORTING_ORDER: &str =
+    "/sys/module/page_reporting/parameters/page_reporting_order";
+pub(crate) const KDAMONDS: &str = "/sys/kernel/mm/damon/admin/kdamonds";
+pub(crate) const DAMON_MODULES: [&str; 2] = [
     "/sys/module/damon_reclaim/parameters/enabled",
     "/sys/module/damon_lru_sort/parameters/enabled",
 ];
@@ -145,6 +146,11 @@ impl MemoryHold {
     }
 
     /// What the hold did, for the run's log and `results.json`.
+    /// Whether this run holds the lock (and so changed what it found).
+    pub fn is_taken(&self) -> bool {
+        self.lock.is_some()
+    }
+
     pub fn describe(&self) -> &str {
         &self.description
     }
@@ -245,7 +251,7 @@ fn restore(changed: &[Changed]) {
 /// The number of buddy allocator orders (`NR_PAGE_ORDERS`): the columns of
 /// /proc/buddyinfo after `Node N, zone NAME`. A reporting order this high
 /// matches no free block.
-fn buddy_orders(buddyinfo: &str) -> io::Result<u32> {
+pub(crate) fn buddy_orders(buddyinfo: &str) -> io::Result<u32> {
     buddyinfo
         .lines()
         .map(|line| line.split_whitespace().count().saturating_sub(4) as u32)
@@ -328,6 +334,20 @@ fn touch(bytes: u64) -> io::Result<u64> {
     Ok(touched)
 }
 
+/// Waits (up to 5 min) for other bench runs of the test suite to let go
+/// of the hold, then takes it.
+#[cfg(test)]
+pub(crate) fn take_when_free(touch_bytes: u64) -> MemoryHold {
+    let began = Instant::now();
+    loop {
+        let hold = MemoryHold::take(touch_bytes);
+        if hold.is_taken() || began.elapsed().as_secs() > 300 {
+            return hold;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,23 +385,10 @@ mod tests {
         );
     }
 
-    /// Waits (up to 5 min) for other bench runs of the test suite to let
-    /// go of the hold, then takes it.
-    fn take_when_free(touch_bytes: u64) -> MemoryHold {
-        let began = Instant::now();
-        loop {
-            let hold = MemoryHold::take(touch_bytes);
-            if hold.lock.is_some() || began.elapsed().as_secs() > 300 {
-                return hold;
-            }
-            std::thread::sleep(std::time::Duration::from_secs(1));
-        }
-    }
-
     #[test]
     fn take_turns_the_agents_off_and_drop_puts_them_back() {
         let hold = take_when_free(GIB);
-        assert!(hold.lock.is_some(), "not taken: {}", hold.describe());
+        assert!(hold.is_taken(), "not taken: {}", hold.describe());
         let changed = hold.changed.clone();
         if changed.is_empty() {
             assert!(

@@ -93,6 +93,8 @@ fn doctor_json_reports_every_feature_with_reasons_for_no() {
         "kprobe",
         "fentry",
         "cachestat",
+        "vm.free_page_reporting",
+        "vm.damon_reclaim",
     ] {
         let feature = features
             .iter()

@@ -1,6 +1,7 @@
 //! `layerscope doctor [--json]`: what this kernel supports, each feature
 //! probed for real by storage-core (mounts, loop devices, ioctls) and
-//! ebpf-probes (BPF program loads and attaches). Doctor never fails because
+//! ebpf-probes (BPF program loads and attaches), and the VM memory agents
+//! a bench run holds off (bench-harness). Doctor never fails because
 //! a feature is missing: it reports it, with the failing call and errno.
 
 use std::io::Write;
@@ -36,10 +37,12 @@ pub fn run(json: bool) -> anyhow::Result<()> {
 }
 
 /// Storage first: mounting an overlay loads the overlay module, whose BTF
-/// the BPF probe then finds. Both are fast (well under a second).
+/// the BPF probe then finds. Both are fast (well under a second). Then
+/// the VM memory agents that take page cache away from containers.
 fn probe_all() -> Vec<Feature> {
     let mut features = storage_core::features::probe_storage();
     features.extend(ebpf_probes::features::probe_bpf());
+    features.extend(bench_harness::memory_agents::memory_agents());
     features
 }
 
