@@ -10,7 +10,9 @@ use std::path::Path;
 
 use storage_core::features::Feature;
 
-use crate::memory_hold::{DAMON_MODULES, KDAMONDS, REPORTING_ORDER, buddy_orders};
+use crate::memory_hold::{
+    DAMON_MODULES, KDAMONDS, REPORTING_ORDER, buddy_orders, numbered_dirs, read_trimmed,
+};
 
 const VIRTIO_DEVICES: &str = "/sys/bus/virtio/devices";
 /// `device` of a virtio balloon.
@@ -53,7 +55,7 @@ fn free_page_reporting() -> Feature {
 /// `page_reporting_order`, and the number of buddy orders it must stay
 /// below to match a free block.
 fn reporting_order() -> io::Result<(u32, u32)> {
-    let order = read_value(Path::new(REPORTING_ORDER))?
+    let order = read_trimmed(Path::new(REPORTING_ORDER))?
         .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
     let order = order
         .parse()
@@ -72,10 +74,10 @@ fn reporting_balloons() -> io::Result<Vec<String>> {
     let mut balloons = Vec::new();
     for entry in entries {
         let path = entry?.path();
-        if read_value(&path.join("device"))?.as_deref() != Some(BALLOON_DEVICE_ID) {
+        if read_trimmed(&path.join("device"))?.as_deref() != Some(BALLOON_DEVICE_ID) {
             continue;
         }
-        let features = read_value(&path.join("features"))?.unwrap_or_default();
+        let features = read_trimmed(&path.join("features"))?.unwrap_or_default();
         if features.as_bytes().get(REPORTING_FEATURE_BIT) == Some(&b'1') {
             balloons.push(
                 path.file_name()
@@ -106,13 +108,13 @@ fn damon_reclaim() -> Feature {
 fn running_damon() -> io::Result<Vec<String>> {
     let mut running = Vec::new();
     for kdamond in numbered_dirs(Path::new(KDAMONDS))? {
-        if read_value(&kdamond.join("state"))?.as_deref() != Some("on") {
+        if read_trimmed(&kdamond.join("state"))?.as_deref() != Some("on") {
             continue;
         }
         let mut actions = Vec::new();
         for context in numbered_dirs(&kdamond.join("contexts"))? {
             for scheme in numbered_dirs(&context.join("schemes"))? {
-                if let Some(action) = read_value(&scheme.join("action"))? {
+                if let Some(action) = read_trimmed(&scheme.join("action"))? {
                     actions.push(action);
                 }
             }
@@ -128,7 +130,7 @@ fn running_damon() -> io::Result<Vec<String>> {
         });
     }
     for module in DAMON_MODULES {
-        if read_value(Path::new(module))?.as_deref() == Some("Y") {
+        if read_trimmed(Path::new(module))?.as_deref() == Some("Y") {
             // /sys/module/<name>/parameters/enabled
             let name = Path::new(module)
                 .ancestors()
@@ -140,34 +142,6 @@ fn running_damon() -> io::Result<Vec<String>> {
         }
     }
     Ok(running)
-}
-
-/// The numbered subdirectories of `dir` (DAMON's `0`, `1`, ...), in order;
-/// none when `dir` is absent.
-fn numbered_dirs(dir: &Path) -> io::Result<Vec<std::path::PathBuf>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut dirs: Vec<(u32, std::path::PathBuf)> = entries
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let index = e.file_name().to_str()?.parse().ok()?;
-            Some((index, e.path()))
-        })
-        .collect();
-    dirs.sort();
-    Ok(dirs.into_iter().map(|(_, path)| path).collect())
-}
-
-/// A sysfs value without its newline, `None` when the file is absent.
-fn read_value(path: &Path) -> io::Result<Option<String>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(text.trim().to_string())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 #[cfg(test)]

@@ -199,20 +199,7 @@ fn planned_changes() -> io::Result<Vec<Changed>> {
             });
         }
     }
-    let mut kdamonds = match std::fs::read_dir(KDAMONDS) {
-        Ok(entries) => entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().chars().all(|c| c.is_ascii_digit()))
-            })
-            .collect(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e),
-    };
-    kdamonds.sort();
-    for kdamond in kdamonds {
+    for kdamond in numbered_dirs(Path::new(KDAMONDS))? {
         let state = kdamond.join("state");
         if read_trimmed(&state)?.as_deref() == Some("on") {
             changes.push(Changed {
@@ -260,8 +247,27 @@ pub(crate) fn buddy_orders(buddyinfo: &str) -> io::Result<u32> {
         .ok_or_else(|| io::Error::other("no zone lines in /proc/buddyinfo"))
 }
 
+/// The numbered subdirectories of `dir` (DAMON's `0`, `1`, ...), in
+/// numeric order; none when `dir` is absent.
+pub(crate) fn numbered_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut dirs: Vec<(u32, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let index = e.file_name().to_str()?.parse().ok()?;
+            Some((index, e.path()))
+        })
+        .collect();
+    dirs.sort();
+    Ok(dirs.into_iter().map(|(_, path)| path).collect())
+}
+
 /// A sysfs value without its newline, `None` when the file is absent.
-fn read_trimmed(path: &Path) -> io::Result<Option<String>> {
+pub(crate) fn read_trimmed(path: &Path) -> io::Result<Option<String>> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(text.trim().to_string())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
