@@ -10,9 +10,7 @@ use std::path::Path;
 
 use storage_core::features::Feature;
 
-use crate::memory_hold::{
-    DAMON_MODULES, KDAMONDS, REPORTING_ORDER, buddy_orders, numbered_dirs, read_trimmed,
-};
+use crate::memory_hold::{DAMON_MODULES, KDAMONDS, REPORTING_ORDER, numbered_dirs, read_trimmed};
 
 const VIRTIO_DEVICES: &str = "/sys/bus/virtio/devices";
 /// `device` of a virtio balloon.
@@ -52,15 +50,14 @@ fn free_page_reporting() -> Feature {
     }
 }
 
-/// `page_reporting_order`, and the number of buddy orders it must stay
-/// below to match a free block.
+/// `page_reporting_order` as a number, and the number of buddy orders it
+/// must stay below to match a free block.
 fn reporting_order() -> io::Result<(u32, u32)> {
-    let order = read_trimmed(Path::new(REPORTING_ORDER))?
+    let (order, orders) = crate::memory_hold::reporting_order()?
         .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
     let order = order
         .parse()
         .map_err(|_| io::Error::other(format!("not a number: {order:?}")))?;
-    let orders = buddy_orders(&std::fs::read_to_string("/proc/buddyinfo")?)?;
     Ok((order, orders))
 }
 

@@ -189,8 +189,7 @@ impl Changed {
 /// enabled DAMON reclaim modules.
 fn planned_changes() -> io::Result<Vec<Changed>> {
     let mut changes = Vec::new();
-    if let Some(order) = read_trimmed(Path::new(REPORTING_ORDER))? {
-        let orders = buddy_orders(&std::fs::read_to_string("/proc/buddyinfo")?)?;
+    if let Some((order, orders)) = reporting_order()? {
         if order.parse::<u32>().is_ok_and(|o| o < orders) {
             changes.push(Changed {
                 path: REPORTING_ORDER.into(),
@@ -221,6 +220,17 @@ fn planned_changes() -> io::Result<Vec<Changed>> {
     Ok(changes)
 }
 
+/// `page_reporting_order` as written, and the number of buddy orders it
+/// must stay below to match a free block; `None` without free page
+/// reporting.
+pub(crate) fn reporting_order() -> io::Result<Option<(String, u32)>> {
+    let Some(order) = read_trimmed(Path::new(REPORTING_ORDER))? else {
+        return Ok(None);
+    };
+    let orders = buddy_orders(&std::fs::read_to_string("/proc/buddyinfo")?)?;
+    Ok(Some((order, orders)))
+}
+
 /// Puts every setting back, last changed first; a failure is said on one
 /// line and the rest still restored.
 fn restore(changed: &[Changed]) {
@@ -238,7 +248,7 @@ fn restore(changed: &[Changed]) {
 /// The number of buddy allocator orders (`NR_PAGE_ORDERS`): the columns of
 /// /proc/buddyinfo after `Node N, zone NAME`. A reporting order this high
 /// matches no free block.
-pub(crate) fn buddy_orders(buddyinfo: &str) -> io::Result<u32> {
+fn buddy_orders(buddyinfo: &str) -> io::Result<u32> {
     buddyinfo
         .lines()
         .map(|line| line.split_whitespace().count().saturating_sub(4) as u32)
