@@ -13,7 +13,7 @@ use testkit::ScratchFs;
 
 use crate::BenchError;
 use crate::probes::{ProbeCounters, Probes};
-use crate::report::ResultRow;
+use crate::report::{ResultRow, RoundP50};
 use crate::run::{RowTarget, row_of};
 use crate::scale::Scale;
 use crate::stats::device_bytes_written;
@@ -30,7 +30,13 @@ pub(crate) struct Lane<'a> {
     written_before: Option<u64>,
     probes: Option<ProbeCounters>,
     /// Merged over the rounds, one per label, in the workload's order.
-    outcomes: Vec<Outcome>,
+    outcomes: Vec<Merged>,
+}
+
+/// A label's outcome merged over the rounds, with each round's p50.
+struct Merged {
+    outcome: Outcome,
+    rounds: Vec<RoundP50>,
 }
 
 impl<'a> Lane<'a> {
@@ -85,9 +91,25 @@ impl<'a> Lane<'a> {
             self.probes.get_or_insert_default().add(&counters);
         }
         for outcome in outcomes {
-            match self.outcomes.iter_mut().find(|o| o.label == outcome.label) {
-                Some(earlier) => earlier.absorb(outcome),
-                None => self.outcomes.push(outcome),
+            // A round's own p50, for `ratios.rs` to pair with native's
+            // round of the same index (a whole run is no round).
+            let this_round = (round.of > 1 && outcome.latencies.count() > 0).then(|| RoundP50 {
+                round: round.index,
+                p50_seconds: outcome.latencies.summary().p50_seconds,
+            });
+            match self
+                .outcomes
+                .iter_mut()
+                .find(|m| m.outcome.label == outcome.label)
+            {
+                Some(earlier) => {
+                    earlier.outcome.absorb(outcome);
+                    earlier.rounds.extend(this_round);
+                }
+                None => self.outcomes.push(Merged {
+                    outcome,
+                    rounds: this_round.into_iter().collect(),
+                }),
             }
         }
         Ok(())
@@ -106,7 +128,16 @@ impl<'a> Lane<'a> {
         Ok(self
             .outcomes
             .into_iter()
-            .map(|outcome| row_of(&target, outcome, repeat, device_bytes, self.probes.clone()))
+            .map(|merged| ResultRow {
+                rounds: merged.rounds,
+                ..row_of(
+                    &target,
+                    merged.outcome,
+                    repeat,
+                    device_bytes,
+                    self.probes.clone(),
+                )
+            })
             .collect())
     }
 }

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod plots;
 pub mod probes;
 pub mod push;
+mod ratios;
 pub mod report;
 pub mod run;
 pub mod scale;

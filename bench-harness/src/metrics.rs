@@ -193,6 +193,7 @@ mod tests {
             device_bytes_written: Some(4096),
             probes: None,
             page_cache_bytes: None,
+            rounds: Vec::new(),
         }
     }
 

@@ -3,7 +3,6 @@
 //! in the same run, the best driver per workload and a short
 //! recommendation.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
@@ -17,7 +16,7 @@ use crate::scale::Scale;
 use crate::stats::LatencySummary;
 
 /// Bumped whenever a field changes meaning or disappears.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ResultRow {
@@ -39,6 +38,18 @@ pub struct ResultRow {
     pub probes: Option<ProbeCounters>,
     /// How much the kernel's page cache grew (page-cache workload).
     pub page_cache_bytes: Option<u64>,
+    /// The p50 of each round the workload was split into (interleaved
+    /// file workloads; empty otherwise): what `ratios.rs` pairs with the
+    /// baseline's round of the same index.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rounds: Vec<RoundP50>,
+}
+
+/// The p50 latency of one round of a workload on one target.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct RoundP50 {
+    pub round: usize,
+    pub p50_seconds: f64,
 }
 
 /// A target that could not run here, and why.
@@ -57,9 +68,10 @@ pub struct SkippedWorkload {
     pub why: String,
 }
 
-/// A target's p50 latency over its baseline's for one workload (native;
-/// `docker-volume` for `docker-*` targets): the median over repeats, with
-/// the spread.
+/// A target's latency over its baseline's for one workload (native;
+/// `docker-volume` for `docker-*` targets). `p50_ratio` is the median of
+/// the round-paired p50 ratios, min and max the spread of the repeats'
+/// own medians (`ratios.rs`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Ratio {
     pub workload: String,
@@ -105,7 +117,7 @@ pub struct Results {
 
 impl Results {
     pub fn new(config: &BenchConfig, rows: Vec<ResultRow>, took: Duration) -> Self {
-        let ratios = ratios(&rows);
+        let ratios = crate::ratios::ratios(&rows);
         Self {
             schema_version: SCHEMA_VERSION,
             scale: config.scale,
@@ -418,13 +430,13 @@ impl Results {
     }
 
     fn median_p50(&self, workload: &str, target: &str) -> Option<f64> {
-        median(
-            self.rows
-                .iter()
-                .filter(|r| r.workload == workload && r.target == target)
-                .map(|r| r.latency.p50_seconds)
-                .collect(),
-        )
+        let p50s: Vec<f64> = self
+            .rows
+            .iter()
+            .filter(|r| r.workload == workload && r.target == target)
+            .map(|r| r.latency.p50_seconds)
+            .collect();
+        crate::ratios::median(&p50s)
     }
 
     fn ratio(&self, workload: &str, target: &str) -> Option<&Ratio> {
@@ -432,66 +444,6 @@ impl Results {
             .iter()
             .find(|r| r.workload == workload && r.target == target)
     }
-}
-
-fn ratios(rows: &[ResultRow]) -> Vec<Ratio> {
-    let mut by_key: BTreeMap<(&str, &str), Vec<&ResultRow>> = BTreeMap::new();
-    for row in rows {
-        by_key
-            .entry((row.workload.as_str(), row.target.as_str()))
-            .or_default()
-            .push(row);
-    }
-    let mut ratios = Vec::new();
-    for ((workload, target), runs) in &by_key {
-        if crate::target::is_baseline(target) {
-            continue;
-        }
-        let baseline = crate::target::baseline_of(target);
-        let Some(native) = by_key.get(&(*workload, baseline)) else {
-            continue;
-        };
-        // Pair repeat i with native's repeat i, as both ran in one run.
-        let pairs: Vec<(f64, f64)> = runs
-            .iter()
-            .filter_map(|r| {
-                let n = native.iter().find(|n| n.repeat == r.repeat)?;
-                (n.latency.p50_seconds > 0.0 && n.latency.p99_seconds > 0.0).then(|| {
-                    (
-                        r.latency.p50_seconds / n.latency.p50_seconds,
-                        r.latency.p99_seconds / n.latency.p99_seconds,
-                    )
-                })
-            })
-            .collect();
-        let p50s: Vec<f64> = pairs.iter().map(|p| p.0).collect();
-        let p99s: Vec<f64> = pairs.iter().map(|p| p.1).collect();
-        if let (Some(p50), Some(p99)) = (median(p50s.clone()), median(p99s)) {
-            ratios.push(Ratio {
-                workload: workload.to_string(),
-                target: target.to_string(),
-                baseline: baseline.to_string(),
-                p50_ratio: p50,
-                p99_ratio: p99,
-                p50_ratio_min: p50s.iter().copied().fold(f64::INFINITY, f64::min),
-                p50_ratio_max: p50s.iter().copied().fold(0.0, f64::max),
-            });
-        }
-    }
-    ratios
-}
-
-fn median(mut values: Vec<f64>) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(|a, b| a.total_cmp(b));
-    let mid = values.len() / 2;
-    Some(if values.len().is_multiple_of(2) {
-        (values[mid - 1] + values[mid]) / 2.0
-    } else {
-        values[mid]
-    })
 }
 
 fn unique<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
@@ -532,13 +484,6 @@ fn format_seconds(seconds: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn median_of_even_and_odd_counts() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
-        assert_eq!(median(vec![]), None);
-    }
 
     #[test]
     fn seconds_pick_a_readable_unit() {

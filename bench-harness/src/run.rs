@@ -382,5 +382,6 @@ pub(crate) fn row_of(
         device_bytes_written,
         probes,
         page_cache_bytes: outcome.page_cache_bytes,
+        rounds: Vec::new(),
     }
 }
