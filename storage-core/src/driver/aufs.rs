@@ -730,10 +730,7 @@ impl Driver for Aufs {
     ) -> Result<AppliedLayer, DriverError> {
         self.existing(id)?;
         if !self.is_parent(id, parent) {
-            return Err(DriverError::NotParent {
-                id: id.to_string(),
-                parent: parent.unwrap_or("<none>").to_string(),
-            });
+            return Err(DriverError::not_parent(id, parent));
         }
         super::apply_to_diff_dir(&self.diff_dir(id), WhiteoutFormat::Aufs, diff, tar_split)
     }

@@ -59,4 +59,13 @@ impl DriverError {
         let path = path.into();
         move |source| DriverError::Io { op, path, source }
     }
+
+    /// A diff applied to layer `id` on top of `parent` (none: a base
+    /// layer) when `id` was made on another parent.
+    pub fn not_parent(id: &str, parent: Option<&str>) -> Self {
+        DriverError::NotParent {
+            id: id.to_string(),
+            parent: parent.unwrap_or("<none>").to_string(),
+        }
+    }
 }

@@ -528,10 +528,7 @@ impl Driver for Overlay2 {
     ) -> Result<AppliedLayer, DriverError> {
         self.existing_dir(id)?;
         if !self.is_parent(id, parent) {
-            return Err(DriverError::NotParent {
-                id: id.to_string(),
-                parent: parent.unwrap_or("<none>").to_string(),
-            });
+            return Err(DriverError::not_parent(id, parent));
         }
         super::apply_to_diff_dir(&self.diff_dir(id), WhiteoutFormat::Overlay, diff, tar_split)
     }
