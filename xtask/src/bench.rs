@@ -18,9 +18,9 @@ pub struct Args {
     /// Where results go (default: results/ in the workspace).
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
-    /// Repeats inside one run; ratios are the median over them. Five, as
-    /// the median of three still moved 10–30% between runs for the
-    /// copy-ups of 16 and 64 MiB (8 files each); see docs/performance.md.
+    /// Repeats inside one run; a ratio is the median over their rounds.
+    /// Five, as three still moved 10–30% between runs for the large
+    /// copy-ups; see docs/performance.md.
     #[arg(long, default_value_t = 5)]
     pub repeat: usize,
     /// Run the benchmark this many times and report the ratios' spread.

@@ -77,8 +77,9 @@ impl Round {
     pub const WHOLE: Round = Round { index: 0, of: 1 };
 
     /// The indices of `total` operations that belong to this round: an
-    /// even spread, so a few large operations (8 copy-ups of 64 MiB over
-    /// 32 rounds) fall in rounds far apart rather than in the first ones.
+    /// even spread, so a few large operations (8 copy-ups of 1 GiB over
+    /// 32 rounds at full scale) fall in rounds far apart rather than in
+    /// the first ones.
     pub fn share(self, total: usize) -> Range<usize> {
         let of = self.of.max(1);
         self.index * total / of..(self.index + 1) * total / of
