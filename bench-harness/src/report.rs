@@ -184,7 +184,9 @@ impl Results {
             md,
             "# layerscope bench: p50 latency as a ratio to native\n\n\
              scale {:?}, {} repeat(s), kernel {}, {} CPUs, {:.0} s. \
-             1.00x = as fast as a volume; higher is slower. (p99 ratio in brackets.)\n",
+             1.00x = as fast as a volume; higher is slower. Each p50 ratio is the median \
+             over the rounds of a round's p50 over native's in the same round. \
+             (p99 ratio in brackets.)\n",
             self.scale, self.repeat, self.machine.kernel, self.machine.cpus, self.duration_seconds
         );
         if !self.memory_hold.is_empty() {
