@@ -5,14 +5,14 @@
 //! (`interleave.rs`) a target's round and native's ran a second apart, so
 //! each round gives one ratio, the round's p50 over native's p50 of the
 //! same round, and the p50 ratio is the median of those ratios over every
-//! round of every repeat. On a shared VM the machine's speed drifts by
-//! tens of percent over seconds to minutes; pairing a target's copy-up
-//! with the native append made in the same round cancels far more of that
-//! drift than pairing whole repeats (each a minute long), and the median
-//! of 40 to 160 round ratios (a copy-up size at `small`) moves less than
-//! the median of 5 repeat ratios (docs/performance.md, "Session 6"). Rows without rounds (docker mode,
-//! the driver-level stack-depth workload) give one ratio per repeat, the
-//! repeat's p50 over native's.
+//! round of every repeat. A run's ratio is then one median of 160 paired
+//! ratios (a copy-up size at `small`) instead of a median of 5 ratios of
+//! p50s, and each pair cancels what its two samples share: on a shared VM
+//! the machine's speed moves by tens of percent from one second to the
+//! next. On per-sample traces this cut how far ratios moved between runs
+//! from 5.3% to 3.8% (docs/performance.md, "Session 6"). Rows without
+//! rounds (docker mode, the driver-level stack-depth workload) give one
+//! ratio per repeat, the repeat's p50 over native's.
 //!
 //! The spread is per repeat: each repeat's own median ratio, min and max.
 //! The p99 ratio is the median over repeats of p99 over p99 (a round has
@@ -76,12 +76,11 @@ pub(crate) fn ratios(rows: &[ResultRow]) -> Vec<Ratio> {
 /// p50 over native's when either row has no rounds.
 fn p50_ratios(row: &ResultRow, native: &ResultRow) -> Vec<f64> {
     if row.rounds.is_empty() || native.rounds.is_empty() {
-        let ratio = row.latency.p50_seconds / native.latency.p50_seconds;
-        return if native.latency.p50_seconds > 0.0 {
-            vec![ratio]
-        } else {
-            Vec::new()
-        };
+        let theirs = native.latency.p50_seconds;
+        return (theirs > 0.0)
+            .then(|| row.latency.p50_seconds / theirs)
+            .into_iter()
+            .collect();
     }
     row.rounds
         .iter()
