@@ -128,6 +128,11 @@ impl Probes {
         }
     }
 
+    /// Whether the tracer runs.
+    pub fn running(&self) -> bool {
+        self.tracer.is_ok()
+    }
+
     /// The counters so far, when the tracer runs.
     pub fn totals(&self) -> Option<ebpf_probes::events::Totals> {
         let tracer = self.tracer.as_ref().ok()?;

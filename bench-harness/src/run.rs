@@ -124,7 +124,13 @@ pub fn run_bench(
     let timed_passes = config.repeat.max(1);
     let passes = timed_passes + usize::from(!config.no_probes);
     let steps = targets.len() * workload_list.len() * passes
-        + crate::docker::steps(&docker_plans, &workload_list, config.scale, config.repeat);
+        + crate::docker::steps(
+            &docker_plans,
+            &workload_list,
+            config.scale,
+            config.repeat,
+            !config.no_probes,
+        );
     let mut step = 0;
     let mut rows = Vec::new();
     let started = Instant::now();
@@ -224,13 +230,15 @@ pub fn run_bench(
         }
     }
     let mut rows = with_counted_probes(rows, timed_passes);
+    // Detached before the docker part, whose timed runs go without it too.
+    let probe_strategy = probes.describe();
+    drop(probes);
     let mut docker = crate::docker::DockerOutcome::default();
     if !docker_plans.is_empty() {
         docker = crate::docker::run(
             config,
             &docker_plans,
             &workload_list,
-            &probes,
             &mut crate::docker::Steps {
                 step: &mut step,
                 steps,
@@ -244,7 +252,7 @@ pub fn run_bench(
     results.unavailable = unavailable;
     results.skipped = skipped;
     results.docker_version = docker.version;
-    results.probe_strategy = probes.describe();
+    results.probe_strategy = probe_strategy;
     results.memory_hold = memory.describe().to_string();
     Ok(results)
 }
@@ -252,7 +260,7 @@ pub fn run_bench(
 /// The rows of the timed passes (`repeat < timed_passes`), each given the
 /// probe counters of the counting pass (`repeat == timed_passes`) for the
 /// same workload and target.
-fn with_counted_probes(rows: Vec<ResultRow>, timed_passes: usize) -> Vec<ResultRow> {
+pub(crate) fn with_counted_probes(rows: Vec<ResultRow>, timed_passes: usize) -> Vec<ResultRow> {
     let (counted, mut timed): (Vec<_>, Vec<_>) =
         rows.into_iter().partition(|row| row.repeat >= timed_passes);
     for row in &mut timed {

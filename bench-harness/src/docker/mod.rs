@@ -35,7 +35,9 @@ use testkit::{FsKind, ScratchFs};
 use crate::BenchError;
 use crate::probes::{ProbeCounters, Probes};
 use crate::report::{ResultRow, SkippedWorkload, Unavailable};
-use crate::run::{BenchConfig, Progress, RowTarget, check_interrupted, interrupted, row_of};
+use crate::run::{
+    BenchConfig, Progress, RowTarget, check_interrupted, interrupted, row_of, with_counted_probes,
+};
 use crate::scale::Scale;
 use crate::stats::device_bytes_written;
 use crate::workloads::{Workload, sync_filesystem};
@@ -159,18 +161,21 @@ pub fn plans(drivers: &[String]) -> Result<Vec<Plan>, BenchError> {
     Ok(plans)
 }
 
-/// Progress steps of `plans` over `workloads`.
+/// Progress steps of `plans` over `workloads`: `repeat` timed runs per
+/// target, and one counting run when `counting` (the tracer is wanted).
 pub fn steps(
     plans: &[Plan],
     workloads: &[Box<dyn Workload>],
     scale: Scale,
     repeat: usize,
+    counting: bool,
 ) -> usize {
     let runnable = workloads
         .iter()
         .filter(|w| supports(w.as_ref(), scale))
         .count();
-    plans.iter().map(|p| p.targets().len()).sum::<usize>() * runnable * repeat.max(1)
+    let passes = repeat.max(1) + usize::from(counting);
+    plans.iter().map(|p| p.targets().len()).sum::<usize>() * runnable * passes
 }
 
 /// The progress counter shared with the driver-level part of the run.
@@ -228,16 +233,25 @@ pub fn skipped_workloads(workloads: &[Box<dyn Workload>], scale: Scale) -> Vec<S
 }
 
 /// Runs every plan: one daemon at a time, every runnable workload on each
-/// of its targets, `repeat` times; rows go to `rows`.
+/// of its targets, `repeat` times without the tracer, as the driver-level
+/// passes are timed; then, unless `--no-probes`, once more per target with
+/// the tracer attached, whose counters go to the timed rows and whose
+/// timings are dropped. Rows go to `rows`.
 pub fn run(
     config: &BenchConfig,
     plans: &[Plan],
     workloads: &[Box<dyn Workload>],
-    probes: &Probes,
     steps: &mut Steps<'_>,
     rows: &mut Vec<ResultRow>,
 ) -> Result<DockerOutcome, BenchError> {
     let mut outcome = DockerOutcome::default();
+    let timed_passes = config.repeat.max(1);
+    let untraced = Probes::disabled("the timed passes");
+    let counting = !config.no_probes;
+    // Set when the tracer cannot start, so it is tried (and its reason
+    // said) once, not once per daemon and workload.
+    let mut tracer_failed = false;
+    let mut docker_rows = Vec::new();
     let runnable: Vec<&dyn Workload> = workloads
         .iter()
         .map(|w| w.as_ref())
@@ -268,7 +282,8 @@ pub fn run(
                         why: e.to_string(),
                     });
                 }
-                *steps.step += plan.targets().len() * runnable.len() * config.repeat.max(1);
+                *steps.step +=
+                    plan.targets().len() * runnable.len() * (timed_passes + usize::from(counting));
                 drop(fs);
                 continue;
             }
@@ -283,7 +298,6 @@ pub fn run(
             config,
             daemon: &daemon,
             fs: &fs,
-            probes,
             plan,
         };
         for workload in &runnable {
@@ -297,21 +311,27 @@ pub fn run(
             load_image(&daemon, &tag, &layers)
                 .map_err(|e| or_interrupted(setup(&daemon_target)(e)))?;
             for target in plan.targets() {
-                for repeat in 0..config.repeat.max(1) {
-                    check_interrupted()?;
-                    *steps.step += 1;
-                    let name = target.map_or(VOLUME_TARGET.to_string(), target_name);
-                    (steps.progress)(&Progress {
-                        step: *steps.step,
-                        steps: steps.steps,
-                        target: name.clone(),
-                        workload: workload.name().to_string(),
-                        repeat,
-                    });
-                    let measured = host
-                        .run_once(*workload, &tag, target, repeat)
-                        .map_err(|e| or_interrupted(setup(&name)(e)))?;
-                    rows.extend(measured);
+                for repeat in 0..timed_passes {
+                    docker_rows
+                        .extend(host.step(*workload, &tag, target, repeat, &untraced, steps)?);
+                }
+            }
+            if counting {
+                let probes = (!tracer_failed).then(Probes::start).filter(Probes::running);
+                if let Some(probes) = probes {
+                    for target in plan.targets() {
+                        docker_rows.extend(host.step(
+                            *workload,
+                            &tag,
+                            target,
+                            timed_passes,
+                            &probes,
+                            steps,
+                        )?);
+                    }
+                } else {
+                    tracer_failed = true;
+                    *steps.step += plan.targets().len();
                 }
             }
             daemon
@@ -324,6 +344,7 @@ pub fn run(
         fs.cleanup()
             .map_err(|e| setup(&daemon_target)(e.to_string()))?;
     }
+    rows.extend(with_counted_probes(docker_rows, timed_passes));
     Ok(outcome)
 }
 
@@ -429,7 +450,6 @@ struct Host<'a> {
     config: &'a BenchConfig,
     daemon: &'a DockerDaemon,
     fs: &'a ScratchFs,
-    probes: &'a Probes,
     plan: &'a Plan,
 }
 
@@ -476,14 +496,40 @@ impl Drop for Cleanup<'_> {
 }
 
 impl Host<'_> {
+    /// One progress step: [`Self::run_once`], its error named by target.
+    fn step(
+        &self,
+        workload: &dyn Workload,
+        tag: &str,
+        driver: Option<&str>,
+        repeat: usize,
+        probes: &Probes,
+        steps: &mut Steps<'_>,
+    ) -> Result<Vec<ResultRow>, BenchError> {
+        check_interrupted()?;
+        *steps.step += 1;
+        let name = driver.map_or(VOLUME_TARGET.to_string(), target_name);
+        (steps.progress)(&Progress {
+            step: *steps.step,
+            steps: steps.steps,
+            target: name.clone(),
+            workload: workload.name().to_string(),
+            repeat,
+        });
+        self.run_once(workload, tag, driver, repeat, probes)
+            .map_err(|e| or_interrupted(setup(&name)(e)))
+    }
+
     /// One run of `workload` in a fresh container of `tag` on `driver`'s
-    /// layers (`None`: on a fresh volume); its result rows.
+    /// layers (`None`: on a fresh volume); its result rows, with the
+    /// counters of `probes` over the run when the tracer runs.
     fn run_once(
         &self,
         workload: &dyn Workload,
         tag: &str,
         driver: Option<&str>,
         repeat: usize,
+        probes: &Probes,
     ) -> Result<Vec<ResultRow>, String> {
         let daemon = self.daemon;
         let name = format!(
@@ -533,13 +579,13 @@ impl Host<'_> {
         let sync = |what| sync_filesystem(self.fs.path()).map_err(|e| format!("sync {what}: {e}"));
         sync("before the run")?;
         let written_before = self.fs.device().and_then(device_bytes_written);
-        let probes_before = self.probes.totals();
+        let probes_before = probes.totals();
         daemon.run(&["start", &id]).map_err(|e| e.to_string())?;
         let status = wait_for(daemon, &id)?;
         sync("after the run")?;
         let written_after = self.fs.device().and_then(device_bytes_written);
         let probe_counters = probes_before
-            .zip(self.probes.totals())
+            .zip(probes.totals())
             .map(|(before, after)| ProbeCounters::between(&before, &after));
         let device_bytes = written_before
             .zip(written_after)
