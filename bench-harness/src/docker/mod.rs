@@ -236,11 +236,13 @@ pub fn skipped_workloads(workloads: &[Box<dyn Workload>], scale: Scale) -> Vec<S
 /// of its targets, `repeat` times without the tracer, as the driver-level
 /// passes are timed; then, unless `--no-probes`, once more per target with
 /// the tracer attached, whose counters go to the timed rows and whose
-/// timings are dropped. Rows go to `rows`.
+/// timings are dropped; not tried when `tracer_failed` (it could not start
+/// for the file workloads). Rows go to `rows`.
 pub fn run(
     config: &BenchConfig,
     plans: &[Plan],
     workloads: &[Box<dyn Workload>],
+    mut tracer_failed: bool,
     steps: &mut Steps<'_>,
     rows: &mut Vec<ResultRow>,
 ) -> Result<DockerOutcome, BenchError> {
@@ -248,9 +250,8 @@ pub fn run(
     let timed_passes = config.repeat.max(1);
     let untraced = Probes::disabled("the timed passes");
     let counting = !config.no_probes;
-    // Set when the tracer cannot start, so it is tried (and its reason
-    // said) once, not once per daemon and workload.
-    let mut tracer_failed = false;
+    // `tracer_failed` is also set when the tracer fails here, so that it
+    // is tried (and its reason said) once, not once per daemon and workload.
     let mut docker_rows = Vec::new();
     let runnable: Vec<&dyn Workload> = workloads
         .iter()
