@@ -1,11 +1,12 @@
 //! The "why" of a result: ebpf-probes' overlayfs counters (copy-ups by
 //! kind, bytes copied up, whiteouts, opaque dirs, events lost) taken
-//! around each workload run. The tracer runs once for the whole bench;
-//! without it (not root, no tracepoints) results carry no counters and
-//! `results.json` says why.
+//! around each workload run. The tracer is attached only for the counting
+//! runs (the file workloads' counting pass, docker mode's counting
+//! containers); without it (not root, no tracepoints) results carry no
+//! counters and `results.json` says why.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use ebpf_probes::tracer::{OverlayTracer, TracerOptions};
@@ -61,6 +62,11 @@ pub struct Probes {
     tracer: Result<Arc<Mutex<OverlayTracer>>, String>,
 }
 
+/// Why the tracer could not start, once it failed in this process. The
+/// kernel does not change within a run, so a later start neither tries
+/// again nor says it again.
+static START_FAILED: OnceLock<String> = OnceLock::new();
+
 /// How often the event ring is emptied (the 100,000-event burst test
 /// loses nothing with a consumer this eager).
 const DRAIN_EVERY: Duration = Duration::from_millis(100);
@@ -88,6 +94,12 @@ fn lock(tracer: &Mutex<OverlayTracer>) -> MutexGuard<'_, OverlayTracer> {
 
 impl Probes {
     pub fn start() -> Self {
+        if let Some(why) = START_FAILED.get() {
+            return Self {
+                _drainer: None,
+                tracer: Err(why.clone()),
+            };
+        }
         match OverlayTracer::start(TracerOptions::default()) {
             Ok(tracer) => {
                 let tracer = Arc::new(Mutex::new(tracer));
@@ -112,6 +124,7 @@ impl Probes {
             Err(e) => {
                 let why = e.to_string();
                 eprintln!("bench: probes unavailable, results carry no copy-up counters: {why}");
+                let _ = START_FAILED.set(why.clone());
                 Self {
                     _drainer: None,
                     tracer: Err(why),

@@ -232,7 +232,6 @@ pub fn run_bench(
     let mut rows = with_counted_probes(rows, timed_passes);
     // Detached before the docker part, whose timed runs go without it too.
     let probe_strategy = probes.describe();
-    let tracer_failed = !config.no_probes && !probes.running();
     drop(probes);
     let mut docker = crate::docker::DockerOutcome::default();
     if !docker_plans.is_empty() {
@@ -240,7 +239,6 @@ pub fn run_bench(
             config,
             &docker_plans,
             &workload_list,
-            tracer_failed,
             &mut crate::docker::Steps {
                 step: &mut step,
                 steps,

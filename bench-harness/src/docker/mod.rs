@@ -236,13 +236,11 @@ pub fn skipped_workloads(workloads: &[Box<dyn Workload>], scale: Scale) -> Vec<S
 /// of its targets, `repeat` times without the tracer, as the driver-level
 /// passes are timed; then, unless `--no-probes`, once more per target with
 /// the tracer attached, whose counters go to the timed rows and whose
-/// timings are dropped; not tried when `tracer_failed` (it could not start
-/// for the file workloads). Rows go to `rows`.
+/// timings are dropped. Rows go to `rows`.
 pub fn run(
     config: &BenchConfig,
     plans: &[Plan],
     workloads: &[Box<dyn Workload>],
-    mut tracer_failed: bool,
     steps: &mut Steps<'_>,
     rows: &mut Vec<ResultRow>,
 ) -> Result<DockerOutcome, BenchError> {
@@ -250,8 +248,6 @@ pub fn run(
     let timed_passes = config.repeat.max(1);
     let untraced = Probes::disabled("the timed passes");
     let counting = !config.no_probes;
-    // `tracer_failed` is also set when the tracer fails here, so that it
-    // is tried (and its reason said) once, not once per daemon and workload.
     let mut docker_rows = Vec::new();
     let runnable: Vec<&dyn Workload> = workloads
         .iter()
@@ -318,8 +314,8 @@ pub fn run(
                 }
             }
             if counting {
-                let probes = (!tracer_failed).then(Probes::start).filter(Probes::running);
-                if let Some(probes) = probes {
+                let probes = Probes::start();
+                if probes.running() {
                     for target in plan.targets() {
                         docker_rows.extend(host.step(
                             *workload,
@@ -331,7 +327,6 @@ pub fn run(
                         )?);
                     }
                 } else {
-                    tracer_failed = true;
                     *steps.step += plan.targets().len();
                 }
             }
